@@ -1,0 +1,25 @@
+# copra: from FASTA and label tables to trained models and an evaluation table.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo_data.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/head_baseline.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,261 @@
+"""The `copra` command line: one subcommand per pipeline step, each a thin call of a function.
+
+Bad input exits with status 2 and one message naming the file and record; nothing partial is left.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from copra import config
+from copra.errors import InputError
+
+log = logging.getLogger("copra")
+
+
+def _add_settings(parser: argparse.ArgumentParser, settings_class) -> None:
+    """One `--field-name` option per dataclass field, its default taken from the schema."""
+    for field in dataclasses.fields(settings_class):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, type=type(field.default), default=field.default)
+
+
+def _settings(args: argparse.Namespace, settings_class):
+    return settings_class(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)}
+    )
+
+
+def _config_snapshot(text: str | None) -> dict | None:
+    """The config given as a JSON string, recorded in manifests."""
+    return json.loads(text) if text else None
+
+
+def _fractions(text: str) -> dict:
+    parts = [float(p) for p in text.split(",")]
+    if len(parts) != 3:
+        raise InputError(f"--split-fractions takes train,valid,test (got {text!r})")
+    return dict(zip(("train", "valid", "test"), parts, strict=True))
+
+
+def cmd_demo_data(args):
+    from copra.demo_data import write_demo_data
+
+    for path in write_demo_data(args.output_dir, args.sequences, args.seed):
+        log.info("wrote %s", path)
+
+
+def cmd_ingest(args):
+    from copra.ingest import run_ingest
+
+    columns = dict(item.split("=", 1) for item in args.column)
+    columns = {k: int(v) if v.isdigit() else v for k, v in columns.items()}
+    task = {
+        "kind": args.kind,
+        "labels": args.labels,
+        "sequences": args.sequences,
+        "columns": columns,
+        "header": not args.no_header,
+        "multilabel": args.multilabel,
+        "label_separator": args.label_separator,
+    }
+    run_ingest(
+        task, args.table, args.sequence_table, _fractions(args.split_fractions), args.split_seed
+    )
+
+
+def cmd_fetch_weights(args):
+    from copra.weights import fetch_weights
+
+    path = fetch_weights(args.model, args.weights_dir, args.download_url)
+    log.info("weights of %s at %s", args.model, path)
+
+
+def cmd_embed(args):
+    from copra.embed import EmbeddingSettings, run_embed
+
+    model, weights = args.model, args.weights
+    if model.endswith(".pt"):
+        model, weights = Path(model).stem, model
+    run_embed(
+        model,
+        weights,
+        args.output,
+        fasta=args.fasta,
+        sequence_table=args.sequence_table,
+        cache_dir=None if args.no_cache else args.cache_dir,
+        settings=_settings(args, EmbeddingSettings),
+        seed=args.seed,
+        weights_dir=args.weights_dir,
+        download_url=args.download_url,
+    )
+
+
+def cmd_train_head(args):
+    from copra.head_baseline import HeadSettings, run_head_baseline
+
+    run_head_baseline(
+        args.table,
+        args.embeddings,
+        args.output_dir,
+        kind=args.kind,
+        seed=args.seed,
+        multilabel=args.multilabel,
+        label_separator=args.label_separator,
+        settings=_settings(args, HeadSettings),
+        config_snapshot=_config_snapshot(args.config_json),
+    )
+
+
+def cmd_evaluate(args):
+    from copra.evaluate import run_evaluate
+
+    run_evaluate(
+        args.predictions,
+        args.targets,
+        args.output,
+        task=args.task,
+        method=args.method,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        bootstrap_seed=args.bootstrap_seed,
+    )
+
+
+def cmd_gather_metrics(args):
+    from copra.evaluate import gather_metrics
+
+    gather_metrics(args.inputs, args.output, _config_snapshot(args.config_json))
+
+
+def cmd_plot_metrics(args):
+    from copra.plots import plot_metrics
+
+    plot_metrics(args.metrics, args.output)
+
+
+def _model_options(parser):
+    parser.add_argument(
+        "--model", default=config.default("model.name"), help="ESM-2 name or a .pt file"
+    )
+    parser.add_argument("--weights", default=config.default("model.weights"))
+    parser.add_argument("--seed", type=int, default=config.default("model.seed"))
+    parser.add_argument("--weights-dir", default=None, help="TORCH_HOME-style weights folder")
+    parser.add_argument("--download-url", default=config.default("model.download_url"))
+
+
+def _task_options(parser):
+    parser.add_argument(
+        "--kind",
+        required=True,
+        choices=["sequence_classification", "sequence_regression", "pair_classification"],
+    )
+    parser.add_argument("--multilabel", action="store_true")
+    parser.add_argument("--label-separator", default=";")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from copra.embed import EmbeddingSettings
+    from copra.head_baseline import HeadSettings
+
+    parser = argparse.ArgumentParser(prog="copra", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo-data", help="write the bundled demo's FASTA and label files")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--sequences", type=int, default=config.default("demo.sequences"))
+    p.add_argument("--seed", type=int, default=config.default("demo.seed"))
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("ingest", help="check and normalize one task's FASTA and label table")
+    _task_options(p)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--sequences", help="FASTA (omit when the table has a sequence column)")
+    p.add_argument("--column", action="append", default=[], metavar="CANONICAL=OWN")
+    p.add_argument("--no-header", action="store_true")
+    fractions = config.default("ingest.split_fractions")
+    p.add_argument(
+        "--split-fractions", default=",".join(str(fractions[k]) for k in ("train", "valid", "test"))
+    )
+    p.add_argument("--split-seed", type=int, default=config.default("ingest.split_seed"))
+    p.add_argument("--table", required=True)
+    p.add_argument("--sequence-table", required=True)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("fetch-weights", help="download ESM-2 weights into a shared weights folder")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights-dir", default=config.default("weights_dir"))
+    p.add_argument("--download-url", default=config.default("model.download_url"))
+    p.set_defaults(func=cmd_fetch_weights)
+
+    p = sub.add_parser("embed", help="mean-pooled embeddings of a FASTA or sequence table")
+    _model_options(p)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--fasta")
+    source.add_argument("--sequence-table")
+    p.add_argument("--output", required=True)
+    p.add_argument("--cache-dir", default=config.default("embedding.cache_dir"))
+    p.add_argument(
+        "--no-cache", action="store_true", help="compute afresh; neither read nor write the cache"
+    )
+    _add_settings(p, EmbeddingSettings)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("train-head", help="train the head-only baseline on cached embeddings")
+    _task_options(p)
+    p.add_argument("--table", required=True)
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
+    _add_settings(p, HeadSettings)
+    p.set_defaults(func=cmd_train_head)
+
+    p = sub.add_parser("evaluate", help="metrics with bootstrap intervals of one run")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--targets", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--bootstrap", type=int, default=config.default("evaluation.bootstrap"))
+    p.add_argument("--bootstrap-seed", type=int, default=config.default("evaluation.seed"))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("gather-metrics", help="one metrics table from per-run tables")
+    p.add_argument("--output", required=True)
+    p.add_argument("--config-json")
+    p.add_argument("inputs", nargs="*")
+    p.set_defaults(func=cmd_gather_metrics)
+
+    p = sub.add_parser("plot-metrics", help="bar chart of test metrics per task and method")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_plot_metrics)
+    return parser
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # A killed job (SIGTERM from Snakemake or SLURM) unwinds, so temporary files are removed.
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args.func(args)
+    except InputError as error:
+        print(f"copra: error: {error}", file=sys.stderr)
+        return 2
+    return 0

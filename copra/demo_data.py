@@ -1,0 +1,105 @@
+"""The bundled demo: small deterministic tasks with a planted signal, one of each task kind.
+
+Signals are in residue composition, which mean-pooled embeddings carry even with random weights.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from copra.atomic import atomic_path, write_table
+
+BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
+LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}
+STICKY = "WYC"
+FILES = (
+    "proteins.fasta",
+    "localization.tsv",
+    "membrane.csv",
+    "stability.tsv",
+    "partners.fasta",
+    "interactions.tsv",
+)
+
+
+def _protein(rng, length: int, enriched: str, strength: float) -> str:
+    residues = rng.choice(list(BACKGROUND), size=length)
+    biased = rng.random(length) < strength
+    residues[biased] = rng.choice(list(enriched), size=int(biased.sum()))
+    return "M" + "".join(residues[1:])
+
+
+def _write_fasta(path: Path, records: list[tuple[str, str]]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
+
+
+def _splits(rng, n: int) -> np.ndarray:
+    return rng.choice(["train", "valid", "test"], size=n, p=[0.7, 0.15, 0.15])
+
+
+def sequence_tasks(rng, n: int, folder: Path) -> None:
+    """proteins.fasta; a multi-class, a binary (CSV, own column names) and a regression table."""
+    classes = rng.choice(list(LOCALIZATION), size=n)
+    stickiness = rng.uniform(0.0, 0.3, size=n)
+    records, stability = [], []
+    for i, label in enumerate(classes):
+        sequence = _protein(rng, int(rng.integers(40, 120)), LOCALIZATION[label], 0.3)
+        # Stability: share of aromatic residues planted at a per-protein rate, plus noise.
+        sequence = "".join(
+            rng.choice(list("WYF")) if rng.random() < stickiness[i] else residue
+            for residue in sequence
+        )
+        records.append((f"demo:prot/{i:04d}", sequence))
+        aromatic = sum(sequence.count(r) for r in "WYF") / len(sequence)
+        stability.append(round(10 * aromatic + rng.normal(0, 0.2), 4))
+    # The same sequence under a second id: embedded once, reported under both.
+    records.append((f"demo:prot/{n:04d}", records[0][1]))
+    classes = np.append(classes, classes[0])
+    stability.append(stability[0])
+    ids = [name for name, _ in records]
+    _write_fasta(folder / "proteins.fasta", records)
+    splits = _splits(rng, len(ids))
+    write_table(
+        folder / "localization.tsv", pd.DataFrame({"id": ids, "label": classes, "split": splits})
+    )
+    membrane = pd.DataFrame({"protein": ids, "is_membrane": (classes == "membrane").astype(int)})
+    with atomic_path(folder / "membrane.csv") as tmp:
+        membrane.to_csv(tmp, index=False)
+    write_table(
+        folder / "stability.tsv", pd.DataFrame({"id": ids, "label": stability, "split": splits})
+    )
+
+
+def pair_task(rng, n: int, folder: Path) -> None:
+    """partners.fasta and interactions.tsv: a pair interacts when both partners are sticky."""
+    sticky = rng.random(n) < 0.5
+    records = [
+        (f"partner_{i:04d}", _protein(rng, int(rng.integers(40, 120)), STICKY if s else "AG", 0.25))
+        for i, s in enumerate(sticky)
+    ]
+    _write_fasta(folder / "partners.fasta", records)
+    a, b = rng.integers(0, n, size=(2, 3 * n))
+    keep = a != b
+    a, b = a[keep], b[keep]
+    noise = rng.random(a.size) < 0.05
+    label = (sticky[a] & sticky[b]) ^ noise
+    table = pd.DataFrame(
+        {
+            "id_a": [records[i][0] for i in a],
+            "id_b": [records[i][0] for i in b],
+            "label": label.astype(int),
+            "split": _splits(rng, a.size),
+        }
+    )
+    write_table(folder / "interactions.tsv", table)
+
+
+def write_demo_data(folder, n_sequences: int, seed: int) -> list[Path]:
+    """Write the demo's FASTA and label files into `folder`; the same seed gives the same bytes."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    sequence_tasks(rng, n_sequences, folder)
+    pair_task(rng, n_sequences // 2, folder)
+    return [folder / name for name in FILES]

@@ -1,0 +1,305 @@
+"""Per-sequence embeddings of a frozen backbone: chunking, token-budget batches, OOM retries.
+
+`embed_sequences` computes; `run_embed` adds the content-addressed cache and the file I/O.
+"""
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from copra import config
+from copra.atomic import atomic_path
+from copra.backbone import Backbone, load_backbone
+from copra.device import autocast, pick_device, precision
+from copra.embedding_cache import EmbeddingCache
+from copra.errors import InputError
+from copra.sequences import read_fasta, sequence_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """How vectors are made; every field but batch_tokens and device is part of the cache key."""
+
+    layer: int = config.default("embedding.layer")
+    pooling: str = config.default("embedding.pooling")
+    long_sequences: str = config.default("embedding.long_sequences")
+    max_residues: int = config.default("embedding.max_residues")
+    window_stride: int = config.default("embedding.window_stride")
+    batch_tokens: int = config.default("embedding.batch_tokens")
+    device: str = config.default("embedding.device")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A stretch of one sequence that goes through the model in one piece."""
+
+    sequence: int
+    start: int
+    residues: str
+
+
+def chunk_sequence(index: int, sequence: str, settings: EmbeddingSettings) -> list[Chunk]:
+    """fair-esm truncation (first max_residues) or overlapping windows covering every residue."""
+    size = settings.max_residues
+    if len(sequence) <= size or settings.long_sequences == "truncate":
+        return [Chunk(index, 0, sequence[:size])]
+    starts = list(range(0, len(sequence) - size, settings.window_stride)) + [len(sequence) - size]
+    return [Chunk(index, s, sequence[s : s + size]) for s in starts]
+
+
+def token_batches(chunks: list[Chunk], batch_tokens: int) -> list[list[Chunk]]:
+    """Length-sorted batches whose padded size (BOS and EOS included) stays within the budget."""
+    batches, current = [], []
+    for chunk in sorted(chunks, key=lambda c: len(c.residues)):
+        width = len(chunk.residues) + 2
+        if current and width * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(chunk)
+    return batches + ([current] if current else [])
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error)
+
+
+class ChunkEncoder:
+    """Runs chunks through the backbone; retries smaller batches when memory runs out."""
+
+    def __init__(self, backbone: Backbone, layer: int, device: torch.device, names: list[str]):
+        self.backbone = backbone
+        self.layer = layer
+        self.device = device
+        self.names = names
+        self.converter = backbone.alphabet.get_batch_converter()
+
+    def forward(self, batch: list[Chunk]) -> list[torch.Tensor]:
+        """Per-residue representations of each chunk, float32 on the CPU."""
+        _, _, tokens = self.converter([("", chunk.residues) for chunk in batch])
+        with torch.inference_mode(), autocast(self.device):
+            out = self.backbone.model(tokens.to(self.device), repr_layers=[self.layer])
+        reps = out["representations"][self.layer].float().cpu()
+        return [reps[i, 1 : len(chunk.residues) + 1] for i, chunk in enumerate(batch)]
+
+    def encode(self, batch: list[Chunk]) -> list[torch.Tensor]:
+        """`forward`, halving the batch on out-of-memory down to one chunk at a time."""
+        try:
+            return self.forward(batch)
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if not _is_out_of_memory(error):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            ids = sorted({self.names[chunk.sequence] for chunk in batch})
+            if len(batch) == 1:
+                raise InputError(
+                    f"sequence '{ids[0]}' ({len(batch[0].residues)} residues) does not fit in "
+                    "memory even alone; lower embedding.max_residues or use a larger device"
+                ) from error
+            log.warning(
+                "out of memory on %d chunks (%s); retrying in halves", len(batch), ", ".join(ids)
+            )
+            half = len(batch) // 2
+            return self.encode(batch[:half]) + self.encode(batch[half:])
+
+
+class PooledSequences:
+    """Sums window representations per residue, then mean-pools each finished sequence."""
+
+    def __init__(self, sequences: list[str], chunks: list[Chunk]):
+        self.lengths = {}
+        self.pending = {}
+        for chunk in chunks:
+            end = chunk.start + len(chunk.residues)
+            self.lengths[chunk.sequence] = max(self.lengths.get(chunk.sequence, 0), end)
+            self.pending[chunk.sequence] = self.pending.get(chunk.sequence, 0) + 1
+        self.sums: dict[int, torch.Tensor] = {}
+        self.counts: dict[int, torch.Tensor] = {}
+
+    def add(self, chunk: Chunk, reps: torch.Tensor) -> torch.Tensor | None:
+        """Add one chunk; the pooled vector when its sequence is complete, else None."""
+        index = chunk.sequence
+        if index not in self.sums:
+            self.sums[index] = torch.zeros(self.lengths[index], reps.shape[1])
+            self.counts[index] = torch.zeros(self.lengths[index], 1)
+        span = slice(chunk.start, chunk.start + reps.shape[0])
+        self.sums[index][span] += reps
+        self.counts[index][span] += 1
+        self.pending[index] -= 1
+        if self.pending[index]:
+            return None
+        per_residue = self.sums.pop(index) / self.counts.pop(index)
+        return per_residue.mean(dim=0)
+
+
+def resolve_layer(backbone: Backbone, layer: int) -> int:
+    """-1 is the last layer; anything outside 0..num_layers is an error."""
+    resolved = backbone.num_layers if layer == -1 else layer
+    if not 0 <= resolved <= backbone.num_layers:
+        raise InputError(
+            f"embedding layer {layer} is outside 0..{backbone.num_layers} of {backbone.name}"
+        )
+    return resolved
+
+
+def embed_sequences(
+    backbone: Backbone,
+    sequences: list[str],
+    settings: EmbeddingSettings,
+    names=None,
+    on_vector=None,
+) -> np.ndarray:
+    """Mean-pooled float32 vectors, one per sequence, in input order.
+
+    `on_vector(index, vector)` is called as each sequence finishes (the cache uses it to save
+    progress as it goes).
+    """
+    device = pick_device(settings.device)
+    names = names or [f"#{i}" for i in range(len(sequences))]
+    layer = resolve_layer(backbone, settings.layer)
+    chunks = [c for i, s in enumerate(sequences) for c in chunk_sequence(i, s, settings)]
+    truncated = sum(len(s) > settings.max_residues for s in sequences)
+    if truncated and settings.long_sequences == "truncate":
+        log.info(
+            "%d sequence(s) longer than %d residues truncated", truncated, settings.max_residues
+        )
+    backbone.model.to(device)
+    encoder = ChunkEncoder(backbone, layer, device, names)
+    pooled = PooledSequences(sequences, chunks)
+    out = np.zeros((len(sequences), backbone.embed_dim), dtype=np.float32)
+    with tqdm(total=len(sequences), desc="embedding", unit="seq", mininterval=5) as bar:
+        for batch in token_batches(chunks, settings.batch_tokens):
+            for chunk, reps in zip(batch, encoder.encode(batch), strict=True):
+                vector = pooled.add(chunk, reps)
+                if vector is not None:
+                    out[chunk.sequence] = vector.numpy()
+                    bar.update()
+                    if on_vector:
+                        on_vector(chunk.sequence, out[chunk.sequence])
+    return out
+
+
+def cache_key(backbone: Backbone, settings: EmbeddingSettings) -> dict:
+    """What makes two vectors of the same sequence interchangeable."""
+    key = {k: v for k, v in asdict(settings).items() if k not in ("batch_tokens", "device")}
+    if settings.long_sequences == "truncate":
+        key.pop("window_stride")
+    key["layer"] = resolve_layer(backbone, settings.layer)
+    key.update(
+        model=backbone.name,
+        weights=backbone.weights_id,
+        precision=precision(pick_device(settings.device)),
+    )
+    return key
+
+
+class ShardWriter:
+    """Collects finished vectors and writes a cache shard every `every` vectors or `seconds`."""
+
+    def __init__(
+        self, cache: EmbeddingCache, keys: list[str], every: int = 2048, seconds: float = 120
+    ):
+        self.cache, self.keys, self.every, self.seconds = cache, keys, every, seconds
+        self.hashes: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.last = time.monotonic()
+
+    def __call__(self, index: int, vector: np.ndarray) -> None:
+        self.hashes.append(self.keys[index])
+        self.vectors.append(vector.copy())
+        if len(self.hashes) >= self.every or time.monotonic() - self.last > self.seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.hashes:
+            self.cache.add(self.hashes, np.stack(self.vectors))
+        self.hashes, self.vectors, self.last = [], [], time.monotonic()
+
+
+def embed_unique(
+    backbone: Backbone, sequences: dict[str, str], settings: EmbeddingSettings, cache_dir, names
+) -> dict[str, np.ndarray]:
+    """Vectors by sequence hash, computing only what the cache (if any) lacks."""
+    found = {}
+    cache = None
+    if cache_dir is not None:
+        cache = EmbeddingCache(cache_dir, cache_key(backbone, settings))
+        found = cache.lookup(sequences)
+    missing = [key for key in sequences if key not in found]
+    log.info(
+        "%d unique sequences: %d cached, %d to compute", len(sequences), len(found), len(missing)
+    )
+    if missing:
+        writer = ShardWriter(cache, missing) if cache else None
+        vectors = embed_sequences(
+            backbone, [sequences[k] for k in missing], settings, [names[k] for k in missing], writer
+        )
+        if writer:
+            writer.flush()
+        found.update(zip(missing, vectors, strict=True))
+    return found
+
+
+def read_inputs(fasta=None, sequence_table=None) -> tuple[list[str], list[str]]:
+    """(ids, sequences) from a FASTA or from an ingested sequence table (ids are hashes there)."""
+    if (fasta is None) == (sequence_table is None):
+        raise InputError("give exactly one of a FASTA file or a sequence table")
+    if fasta is not None:
+        records = read_fasta(fasta)
+        return [r.id for r in records], [r.sequence for r in records]
+    table = pd.read_csv(sequence_table, sep="\t", dtype=str)
+    return table["seq_hash"].tolist(), table["sequence"].tolist()
+
+
+def write_embeddings(output, ids: list[str], vectors: np.ndarray, metadata: dict) -> None:
+    """One float32 vector per id in an `.npz` (`ids`, `embeddings`, `metadata` as JSON)."""
+    with atomic_path(output, suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            ids=np.array(ids, dtype=str),
+            embeddings=vectors.astype(np.float32),
+            metadata=np.array(json.dumps(metadata, sort_keys=True)),
+        )
+
+
+def read_embeddings(path) -> tuple[list[str], np.ndarray, dict]:
+    """The inverse of `write_embeddings`."""
+    with np.load(path) as data:
+        return data["ids"].tolist(), data["embeddings"], json.loads(str(data["metadata"]))
+
+
+def run_embed(
+    model: str,
+    weights: str,
+    output,
+    *,
+    fasta=None,
+    sequence_table=None,
+    cache_dir=None,
+    settings: EmbeddingSettings = EmbeddingSettings(),
+    seed: int = config.default("model.seed"),
+    weights_dir=None,
+    download_url: str = config.default("model.download_url"),
+) -> None:
+    """Embed a FASTA or sequence table into `output`; identical sequences are computed once."""
+    ids, sequences = read_inputs(fasta, sequence_table)
+    hashes = [sequence_hash(s) for s in sequences]
+    unique = dict(zip(hashes, sequences, strict=True))
+    names = {}
+    for name, key in zip(ids, hashes, strict=True):
+        names.setdefault(key, name)
+    backbone = load_backbone(
+        model, weights, seed=seed, weights_dir=weights_dir, download_url=download_url
+    )
+    vectors = embed_unique(backbone, unique, settings, cache_dir, names)
+    metadata = cache_key(backbone, settings)
+    write_embeddings(Path(output), ids, np.stack([vectors[k] for k in hashes]), metadata)

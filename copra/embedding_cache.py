@@ -1,0 +1,57 @@
+"""Content-addressed embedding store: vectors keyed by sequence hash, in append-only shards.
+
+One folder per (model, weights, layer, pooling, long-sequence policy, precision); each shard is an
+uncompressed `.npz` of `hashes` and `vectors`, written under a temporary name and renamed, so a
+crash or a kill never leaves a partial shard that readers could see.
+"""
+
+import hashlib
+import json
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from copra.atomic import atomic_path, write_text
+
+
+class EmbeddingCache:
+    """Vectors of one embedding configuration, looked up and added by sequence hash."""
+
+    def __init__(self, root, key: dict):
+        text = json.dumps(key, sort_keys=True)
+        self.folder = Path(root) / hashlib.sha256(text.encode()).hexdigest()[:20]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key_file = self.folder / "key.json"
+        if not key_file.exists():
+            write_text(key_file, json.dumps(key, indent=2, sort_keys=True) + "\n")
+
+    def shards(self) -> list[Path]:
+        """Complete shards, oldest first (temporary files start with a dot and are skipped)."""
+        return sorted(self.folder.glob("shard-*.npz"))
+
+    def lookup(self, hashes) -> dict[str, np.ndarray]:
+        """The cached vectors among `hashes`."""
+        wanted = set(hashes)
+        found: dict[str, np.ndarray] = {}
+        for shard in self.shards():
+            if len(found) == len(wanted):
+                break
+            with np.load(shard) as data:
+                keys = data["hashes"]
+                hits = [i for i, key in enumerate(keys) if key in wanted and key not in found]
+                if hits:
+                    vectors = data["vectors"]
+                    found.update((str(keys[i]), vectors[i]) for i in hits)
+        return found
+
+    def add(self, hashes: list[str], vectors: np.ndarray) -> Path | None:
+        """Store a batch of vectors as one new shard."""
+        if not hashes:
+            return None
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        target = self.folder / name
+        with atomic_path(target, suffix=".npz") as tmp:
+            np.savez(tmp, hashes=np.array(hashes, dtype="U32"), vectors=vectors.astype(np.float32))
+        return target

@@ -1,0 +1,67 @@
+"""Evaluation: metrics with bootstrap intervals per run, gathered into results/metrics.tsv."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from copra import config
+from copra.atomic import write_table
+from copra.metrics import bootstrap_intervals, compute_metrics
+from copra.provenance import write_manifest
+from copra.targets import Targets
+
+COLUMNS = ["task", "method", "seed", "split", "metric", "value", "ci_low", "ci_high"]
+EVALUATED_SPLITS = ("valid", "test")
+
+
+def evaluate_predictions(
+    predictions_path,
+    targets_path,
+    *,
+    task: str,
+    method: str,
+    seed: int,
+    bootstrap: int = config.default("evaluation.bootstrap"),
+    bootstrap_seed: int = config.default("evaluation.seed"),
+) -> pd.DataFrame:
+    """Tidy metrics of one run's predictions on the valid and test splits."""
+    targets = Targets.from_json(Path(targets_path).read_text())
+    label_type = float if targets.kind == "regression" else str
+    predictions = pd.read_csv(predictions_path, sep="\t", dtype={"label": label_type})
+    rows = []
+    for split in EVALUATED_SPLITS:
+        part = predictions[predictions.split == split]
+        if part.empty:
+            continue
+        scores = part[targets.score_columns()].to_numpy(dtype=float)
+        y = targets.encode(part["label"]).numpy()
+        if targets.kind == "regression":
+            y = y * targets.std + targets.mean
+        values = compute_metrics(y, scores, targets)
+        intervals = bootstrap_intervals(y, scores, targets, bootstrap, bootstrap_seed)
+        for metric, value in values.items():
+            low, high = intervals[metric]
+            rows.append((task, method, seed, split, metric, value, low, high))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def run_evaluate(predictions_path, targets_path, output, **run) -> None:
+    write_table(output, evaluate_predictions(predictions_path, targets_path, **run))
+
+
+def gather_metrics(inputs: list, output, config_snapshot: dict | None = None) -> pd.DataFrame:
+    """Concatenate per-run metric tables into one, with a manifest beside it."""
+    frames = [pd.read_csv(p, sep="\t") for p in inputs]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    table = table.sort_values(["task", "method", "seed", "split", "metric"], kind="stable")
+    write_table(output, table)
+    seeds = sorted({int(s) for s in table["seed"]}) if len(table) else []
+    write_manifest(
+        Path(output).with_suffix(".manifest.json"),
+        inputs=inputs,
+        config=config_snapshot,
+        seeds=seeds,
+        tasks=sorted(set(table["task"])),
+        methods=sorted(set(table["method"])),
+    )
+    return table

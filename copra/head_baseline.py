@@ -1,0 +1,176 @@
+"""The head-only baseline: a task head trained on cached embeddings of the frozen backbone.
+
+Seeded, early-stopped on the validation split's primary metric; writes the head, predictions,
+the training log and a manifest into one run folder.
+"""
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from copra import config
+from copra.atomic import atomic_path, write_table, write_text
+from copra.embed import read_embeddings
+from copra.metrics import compute_metrics
+from copra.provenance import write_manifest
+from copra.tables import PAIR_KIND, read_task_table, write_predictions
+from copra.targets import Targets
+from copra.task_head import TaskHead, combine_pair, combined_dim
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    hidden: int = config.default("head.hidden")
+    dropout: float = config.default("head.dropout")
+    pair_combination: str = config.default("head.pair_combination")
+    learning_rate: float = config.default("head.learning_rate")
+    weight_decay: float = config.default("head.weight_decay")
+    batch_size: int = config.default("head.batch_size")
+    max_epochs: int = config.default("head.max_epochs")
+    patience: int = config.default("head.patience")
+
+
+class StandardizedHead(torch.nn.Module):
+    """A task head behind a fixed standardization fitted on the training features."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, head: TaskHead):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((x - self.mean) / self.std)
+
+
+def features(
+    table: pd.DataFrame, vectors: dict[str, np.ndarray], kind: str, how: str
+) -> torch.Tensor:
+    """One input vector per row: the sequence's, or the symmetric combination of a pair's."""
+    if kind == PAIR_KIND:
+        a = torch.from_numpy(np.stack([vectors[h] for h in table["hash_a"]]))
+        b = torch.from_numpy(np.stack([vectors[h] for h in table["hash_b"]]))
+        return combine_pair(a, b, how)
+    return torch.from_numpy(np.stack([vectors[h] for h in table["seq_hash"]]))
+
+
+def evaluate_outputs(model, x, y, targets: Targets) -> tuple[float, float, torch.Tensor]:
+    """(loss, primary metric, outputs) of `model` on one split."""
+    model.eval()
+    with torch.no_grad():
+        outputs = model(x)
+        loss = float(targets.loss(outputs, y))
+    labels = y.numpy()
+    if targets.kind == "regression":
+        labels = labels * targets.std + targets.mean
+    value = compute_metrics(labels, targets.scores(outputs), targets)[targets.primary_metric]
+    return loss, value, outputs
+
+
+def fit_head(
+    x_train, y_train, x_valid, y_valid, targets: Targets, settings: HeadSettings, seed: int
+):
+    """Train with AdamW and early stopping; returns the best model and the per-epoch log."""
+    torch.manual_seed(seed)
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    head = TaskHead(x_train.shape[1], targets.out_dim, settings.hidden, settings.dropout)
+    model = StandardizedHead(mean, std, head)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    generator = torch.Generator().manual_seed(seed)
+    best, best_value, waited, rows = None, -np.inf, 0, []
+    for epoch in tqdm(range(1, settings.max_epochs + 1), desc="head", mininterval=5):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), settings.batch_size):
+            rows_ = order[start : start + settings.batch_size]
+            loss = targets.loss(model(x_train[rows_]), y_train[rows_])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(rows_)
+        valid_loss, value, _ = evaluate_outputs(model, x_valid, y_valid, targets)
+        rows.append((epoch, total / len(order), valid_loss, value))
+        score = value if np.isfinite(value) else -valid_loss
+        if score > best_value:
+            best, best_value, waited = copy.deepcopy(model.state_dict()), score, 0
+        else:
+            waited += 1
+            if waited >= settings.patience:
+                break
+    model.load_state_dict(best)
+    columns = ["epoch", "train_loss", "valid_loss", f"valid_{targets.primary_metric}"]
+    return model, pd.DataFrame(rows, columns=columns)
+
+
+def run_head_baseline(
+    table_path,
+    embeddings_path,
+    out_dir,
+    *,
+    kind: str,
+    seed: int,
+    multilabel: bool = False,
+    label_separator: str = ";",
+    settings: HeadSettings = HeadSettings(),
+    config_snapshot: dict | None = None,
+) -> None:
+    """Train the head of one task and seed; write the run folder."""
+    started = time.time()
+    out_dir = Path(out_dir)
+    table = read_task_table(table_path, kind)
+    ids, matrix, embedding_meta = read_embeddings(embeddings_path)
+    vectors = dict(zip(ids, matrix, strict=True))
+    train, valid = table[table.split == "train"], table[table.split == "valid"]
+    targets = Targets.from_training(kind, train["label"], multilabel, label_separator)
+    how = settings.pair_combination
+    x = {
+        name: features(part, vectors, kind, how)
+        for name, part in [("train", train), ("valid", valid)]
+    }
+    y = {"train": targets.encode(train["label"]), "valid": targets.encode(valid["label"])}
+    model, history = fit_head(
+        x["train"], y["train"], x["valid"], y["valid"], targets, settings, seed
+    )
+    model.eval()
+    with torch.no_grad():
+        scores = targets.scores(model(features(table, vectors, kind, how)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "head.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_text(out_dir / "targets.json", targets.to_json())
+    write_table(out_dir / "training_log.tsv", history)
+    write_manifest(
+        out_dir / "manifest.json",
+        inputs=[table_path, embeddings_path],
+        config=config_snapshot,
+        method="head",
+        seed=seed,
+        embedding=embedding_meta,
+        head={
+            "in_dim": combined_dim(matrix.shape[1], how) if kind == PAIR_KIND else matrix.shape[1],
+            **settings.__dict__,
+        },
+        trainable_parameters=sum(p.numel() for p in model.parameters()),
+        epochs_run=len(history),
+        wall_time_s=round(time.time() - started, 3),
+    )
+    write_predictions(out_dir / "predictions.tsv", table, kind, targets, scores)
+    log.info(
+        "head trained for %d epochs; best valid %s %.4f",
+        len(history),
+        targets.primary_metric,
+        history.iloc[:, 3].max(),
+    )

@@ -1,0 +1,243 @@
+"""Ingest: a task's FASTA and label table into one normalized table and a sequence table.
+
+The normalized table names sequences by content hash, so later steps never depend on ids.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from copra.atomic import write_table
+from copra.errors import InputError
+from copra.sequences import clean_sequence, read_fasta, sequence_hash
+
+SPLITS = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
+PAIR_KIND = "pair_classification"
+KINDS = ("sequence_classification", "sequence_regression", PAIR_KIND)
+
+
+def read_label_table(path, header: bool = True) -> pd.DataFrame:
+    """A TSV or CSV (by extension) as strings, with the file's line number of every row."""
+    path = Path(path)
+    separators = {".tsv": "\t", ".tab": "\t", ".txt": "\t", ".csv": ","}
+    if path.suffix.lower() not in separators:
+        raise InputError(
+            "label table must end in .tsv, .tab, .txt (tab-separated) or .csv", path=path
+        )
+    if not path.is_file():
+        raise InputError("label table not found", path=path)
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=separators[path.suffix.lower()],
+            header=0 if header else None,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=False,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot be read as a table: {error}", path=path) from None
+    frame["_line"] = np.arange(len(frame)) + (2 if header else 1)
+    return frame
+
+
+def _canonical_columns(kind: str, frame: pd.DataFrame, columns: dict, path) -> dict[str, object]:
+    """Map canonical names (id/sequence, id_a, id_b, label, split) to the table's columns."""
+    own = [c for c in frame.columns if c != "_line"]
+    keys = ["id_a", "id_b"] if kind == PAIR_KIND else ["id", "sequence"]
+    wanted = {name: columns.get(name, name) for name in [*keys, "label", "split"]}
+    if not all(isinstance(c, str) for c in own):  # no header: canonical order by position
+        order = (
+            ["id_a", "id_b", "label", "split"] if kind == PAIR_KIND else ["id", "label", "split"]
+        )
+        wanted = {
+            name: columns.get(name, order.index(name) if name in order else None) for name in wanted
+        }
+    found = {name: col for name, col in wanted.items() if col in own}
+    needed = ["id_a", "id_b", "label"] if kind == PAIR_KIND else ["label"]
+    if kind != PAIR_KIND and "id" not in found and "sequence" not in found:
+        needed.append("id")
+    missing = [name for name in needed if name not in found]
+    if missing:
+        raise InputError(
+            f"no column for {', '.join(missing)} (the table has: {', '.join(map(str, own))}); "
+            "rename the columns or map them in the task's `columns:` setting",
+            path=path,
+        )
+    return found
+
+
+def _parse_labels(kind: str, values: pd.Series, lines: pd.Series, path, multilabel, separator):
+    """Labels as floats (regression, pairs) or class strings; error on the first bad row."""
+    for value, line in zip(values, lines, strict=True):
+        if not value.strip():
+            raise InputError("missing label", path=path, line=line)
+    if kind == "sequence_classification":
+        if multilabel:
+            return values.map(
+                lambda v: separator.join(sorted({p.strip() for p in v.split(separator)}))
+            )
+        return values.str.strip()
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | ~np.isfinite(numbers)
+    if bad.any():
+        first = bad.to_numpy().nonzero()[0][0]
+        raise InputError(
+            f"label {values.iloc[first]!r} is not a number", path=path, line=lines.iloc[first]
+        )
+    if kind == PAIR_KIND and not numbers.isin([0, 1]).all():
+        first = (~numbers.isin([0, 1])).to_numpy().nonzero()[0][0]
+        raise InputError(
+            f"pair label {values.iloc[first]!r} is not 0 or 1", path=path, line=lines.iloc[first]
+        )
+    return numbers
+
+
+def _parse_splits(frame, column, lines, path, fractions: dict, seed: int) -> np.ndarray:
+    if column is None:
+        rng = np.random.default_rng(seed)
+        names = list(fractions)
+        probabilities = np.array([fractions[n] for n in names], dtype=float)
+        return rng.choice(names, size=len(frame), p=probabilities / probabilities.sum())
+    values = frame[column].str.strip().str.lower()
+    for value, line in zip(values, lines, strict=True):
+        if value not in SPLITS:
+            raise InputError(
+                f"split {value!r} is not train, valid (or validation/val) or test",
+                path=path,
+                line=line,
+            )
+    return values.map(SPLITS).to_numpy()
+
+
+def _check_classes(table: pd.DataFrame, path, separator: str, multilabel: bool) -> None:
+    """Every class named outside the training split must occur in training."""
+    split_labels = (
+        table["label"].str.split(separator) if multilabel else table["label"].map(lambda v: [v])
+    )
+    seen = {c for labels in split_labels[table["split"] == "train"] for c in labels}
+    for labels, split, line in zip(split_labels, table["split"], table["_line"], strict=True):
+        unseen = [c for c in labels if c not in seen]
+        if unseen:
+            raise InputError(
+                f"class {unseen[0]!r} in the {split} split never occurs in training "
+                f"(training classes: {', '.join(sorted(seen))})",
+                path=path,
+                line=line,
+            )
+
+
+class SequenceResolver:
+    """Turns ids (via the FASTA) or inline sequences into content hashes, collecting sequences."""
+
+    def __init__(self, fasta_path):
+        self.fasta_path = fasta_path
+        self.by_id: dict[str, str] = {}
+        if fasta_path is not None:
+            for record in read_fasta(fasta_path):
+                self.by_id[record.id] = record.sequence
+                self.by_id.setdefault(record.description, record.sequence)
+        self.sequences: dict[str, str] = {}
+
+    def _add(self, sequence: str) -> str:
+        key = sequence_hash(sequence)
+        self.sequences[key] = sequence
+        return key
+
+    def by_name(self, ids: pd.Series, lines: pd.Series, path) -> list[str]:
+        if self.fasta_path is None:
+            raise InputError(
+                "the table names sequences by id but the task has no `sequences:` FASTA", path=path
+            )
+        hashes = []
+        for name, line in zip(ids, lines, strict=True):
+            sequence = self.by_id.get(name.strip())
+            if sequence is None:
+                raise InputError(
+                    f"id {name!r} is not in {self.fasta_path} ({len(self.by_id)} records)",
+                    path=path,
+                    line=line,
+                )
+            hashes.append(self._add(sequence))
+        return hashes
+
+    def inline(self, sequences: pd.Series, lines: pd.Series, path) -> list[str]:
+        return [
+            self._add(clean_sequence(raw, path=path, line=line, record=f"row at line {line}"))
+            for raw, line in zip(sequences, lines, strict=True)
+        ]
+
+
+def ingest_task(
+    kind: str,
+    labels,
+    sequences=None,
+    *,
+    columns: dict | None = None,
+    header: bool = True,
+    multilabel: bool = False,
+    label_separator: str = ";",
+    split_fractions: dict,
+    split_seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read, check and normalize one task; returns (table, sequence table)."""
+    if kind not in KINDS:
+        raise InputError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
+    frame = read_label_table(labels, header)
+    if frame.empty:
+        raise InputError("label table has no rows", path=labels)
+    found = _canonical_columns(kind, frame, columns or {}, labels)
+    lines = frame["_line"]
+    resolver = SequenceResolver(sequences)
+    table = pd.DataFrame({"_line": lines})
+    if kind == PAIR_KIND:
+        for side in ("a", "b"):
+            ids = frame[found[f"id_{side}"]]
+            table[f"id_{side}"] = ids.str.strip()
+            table[f"hash_{side}"] = resolver.by_name(ids, lines, labels)
+    elif "id" in found:
+        table["id"] = frame[found["id"]].str.strip()
+        table["seq_hash"] = resolver.by_name(frame[found["id"]], lines, labels)
+    else:
+        table["seq_hash"] = resolver.inline(frame[found["sequence"]], lines, labels)
+        table["id"] = table["seq_hash"]
+    table["label"] = _parse_labels(
+        kind, frame[found["label"]], lines, labels, multilabel, label_separator
+    )
+    table["split"] = _parse_splits(
+        frame, found.get("split"), lines, labels, split_fractions, split_seed
+    )
+    for split in ("train", "valid"):
+        if not (table["split"] == split).any():
+            raise InputError(
+                f"the task has no {split} rows; give a split column with train/valid/test or "
+                "leave it out for a random split",
+                path=labels,
+            )
+    if kind == "sequence_classification":
+        _check_classes(table, labels, label_separator, multilabel)
+    seq_table = pd.DataFrame(
+        [(key, len(seq), seq) for key, seq in resolver.sequences.items()],
+        columns=["seq_hash", "length", "sequence"],
+    )
+    return table.drop(columns="_line"), seq_table
+
+
+def run_ingest(
+    task: dict, out_table, out_sequences, split_fractions: dict, split_seed: int
+) -> None:
+    """Ingest one task as configured (a `tasks:` entry) and write both tables atomically."""
+    table, seq_table = ingest_task(
+        task["kind"],
+        task["labels"],
+        task.get("sequences"),
+        columns=task.get("columns"),
+        header=task.get("header", True),
+        multilabel=task.get("multilabel", False),
+        label_separator=task.get("label_separator", ";"),
+        split_fractions=split_fractions,
+        split_seed=split_seed,
+    )
+    write_table(out_sequences, seq_table)
+    write_table(out_table, table)

@@ -1,0 +1,29 @@
+"""Reading the normalized task table and writing predictions in the shared format."""
+
+import numpy as np
+import pandas as pd
+
+from copra.atomic import write_table
+from copra.targets import Targets
+
+PAIR_KIND = "pair_classification"
+
+
+def read_task_table(path, kind: str) -> pd.DataFrame:
+    """The table written by ingest; class labels stay text, regression labels are floats."""
+    label_type = float if kind == "sequence_regression" else str
+    return pd.read_csv(
+        path, sep="\t", dtype={"label": label_type, "id": str, "id_a": str, "id_b": str}
+    )
+
+
+def key_columns(kind: str) -> list[str]:
+    return ["id_a", "id_b"] if kind == PAIR_KIND else ["id"]
+
+
+def write_predictions(path, table: pd.DataFrame, kind: str, targets: Targets, scores: np.ndarray):
+    """predictions.tsv: the row's ids, split and label, then one column per score."""
+    out = table[[*key_columns(kind), "split", "label"]].copy()
+    for i, column in enumerate(targets.score_columns()):
+        out[column] = scores[:, i]
+    write_table(path, out)

@@ -1,0 +1,18 @@
+# The bundled demo's input files (copra/demo_data.py); only built when a task names them.
+
+
+rule demo_data:
+    output:
+        expand("{folder}/{name}", folder=DEMO_DIR, name=DEMO_FILES),
+    log:
+        "logs/demo_data.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        folder=subpath(output[0], parent=True),
+        sequences=config["demo"]["sequences"],
+        seed=config["demo"]["seed"],
+    shell:
+        "copra demo-data --output-dir {params.folder} --sequences {params.sequences}"
+        " --seed {params.seed} 2> {log}"

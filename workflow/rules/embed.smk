@@ -1,0 +1,22 @@
+# Frozen-backbone embeddings of a task's sequences through the shared cache (copra/embed.py).
+
+
+rule embed:
+    input:
+        sequences="results/{task}/data/sequences.tsv",
+        weights=weights_input,
+    output:
+        "results/{task}/data/embeddings.npz",
+    log:
+        "logs/embed/{task}.log",
+    benchmark:
+        "logs/benchmarks/embed/{task}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+    params:
+        args=embed_args,
+    shell:
+        "copra embed {params.args} --sequence-table {input.sequences} --output {output} 2> {log}"

@@ -1,0 +1,61 @@
+# Metrics with bootstrap intervals per run, one table for all, and its figure (copra/evaluate.py).
+
+
+rule evaluate_run:
+    input:
+        predictions="results/{task}/{method}/seed{seed}/predictions.tsv",
+        targets="results/{task}/{method}/seed{seed}/targets.json",
+    output:
+        "results/{task}/{method}/seed{seed}/metrics.tsv",
+    log:
+        "logs/evaluate_run/{task}/{method}/seed{seed}.log",
+    conda:
+        "../../envs/evaluate.yaml"
+    params:
+        bootstrap=config["evaluation"]["bootstrap"],
+        bootstrap_seed=config["evaluation"]["seed"],
+    shell:
+        "copra evaluate --predictions {input.predictions} --targets {input.targets}"
+        " --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
+        " --bootstrap {params.bootstrap} --bootstrap-seed {params.bootstrap_seed}"
+        " --output {output} 2> {log}"
+
+
+rule gather_metrics:
+    input:
+        run_metrics(),
+    output:
+        table=report(
+            "results/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+        ),
+        manifest="results/metrics.manifest.json",
+    log:
+        "logs/gather_metrics.log",
+    localrule: True
+    conda:
+        "../../envs/evaluate.yaml"
+    params:
+        config=json.dumps(config, sort_keys=True),
+    shell:
+        "copra gather-metrics --output {output.table} --config-json {params.config:q}"
+        " {input} 2> {log}"
+
+
+rule plot_metrics:
+    input:
+        "results/metrics.tsv",
+    output:
+        report(
+            "results/figures/metrics.png",
+            caption="../report/metrics_figure.rst",
+            category="Evaluation",
+        ),
+    log:
+        "logs/plot_metrics.log",
+    localrule: True
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "copra plot-metrics --metrics {input} --output {output} 2> {log}"

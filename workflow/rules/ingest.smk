@@ -1,0 +1,18 @@
+# One task's FASTA and label table, checked and normalized (copra/ingest.py).
+
+
+rule ingest:
+    input:
+        unpack(ingest_inputs),
+    output:
+        table="results/{task}/data/table.tsv",
+        sequences="results/{task}/data/sequences.tsv",
+    log:
+        "logs/ingest/{task}.log",
+    conda:
+        "../../envs/data.yaml"
+    params:
+        args=ingest_args,
+    shell:
+        "copra ingest {params.args} --table {output.table}"
+        " --sequence-table {output.sequences} 2> {log}"

@@ -1,0 +1,21 @@
+# Pretrained weights for offline compute nodes (copra/weights.py): fetched once on the login node.
+
+
+rule fetch_weights:
+    output:
+        checkpoint=f"{config['weights_dir']}/hub/checkpoints/{{model}}.pt",
+        checksum=f"{config['weights_dir']}/hub/checkpoints/{{model}}.pt.sha256",
+    log:
+        "logs/fetch_weights/{model}.log",
+    localrule: True
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        args=quoted(
+            "--weights-dir",
+            config["weights_dir"],
+            "--download-url",
+            config["model"]["download_url"],
+        ),
+    shell:
+        "copra fetch-weights --model {wildcards.model} {params.args} 2> {log}"
