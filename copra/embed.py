@@ -50,6 +50,11 @@ class Chunk:
 def chunk_sequence(index: int, sequence: str, settings: EmbeddingSettings) -> list[Chunk]:
     """fair-esm truncation (first max_residues) or overlapping windows covering every residue."""
     size = settings.max_residues
+    if settings.long_sequences == "windows" and not 1 <= settings.window_stride <= size:
+        raise InputError(
+            f"window_stride {settings.window_stride} must be between 1 and max_residues {size} "
+            "so that the windows cover every residue"
+        )
     if len(sequence) <= size or settings.long_sequences == "truncate":
         return [Chunk(index, 0, sequence[:size])]
     starts = list(range(0, len(sequence) - size, settings.window_stride)) + [len(sequence) - size]

@@ -36,10 +36,12 @@ def read_label_table(path, header: bool = True) -> pd.DataFrame:
             keep_default_na=False,
             skip_blank_lines=False,
         )
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"cannot be read as a table: {error}", path=path) from None
     frame["_line"] = np.arange(len(frame)) + (2 if header else 1)
-    return frame
+    # Blank lines are read as rows (to keep line numbers right); they are no rows of the task.
+    blank = (frame.drop(columns="_line").apply(lambda c: c.str.strip()) == "").all(axis=1)
+    return frame[~blank].reset_index(drop=True)
 
 
 def _canonical_columns(kind: str, frame: pd.DataFrame, columns: dict, path) -> dict[str, object]:
@@ -54,10 +56,13 @@ def _canonical_columns(kind: str, frame: pd.DataFrame, columns: dict, path) -> d
         wanted = {
             name: columns.get(name, order.index(name) if name in order else None) for name in wanted
         }
+    if "sequence" in columns and "id" not in columns:  # a mapped sequence column wins over ids
+        wanted["id"] = None
     found = {name: col for name, col in wanted.items() if col in own}
     needed = ["id_a", "id_b", "label"] if kind == PAIR_KIND else ["label"]
     if kind != PAIR_KIND and "id" not in found and "sequence" not in found:
         needed.append("id")
+    needed += [name for name in columns if name in wanted and name not in needed]  # mapped
     missing = [name for name in needed if name not in found]
     if missing:
         raise InputError(
@@ -86,12 +91,14 @@ def _parse_labels(kind: str, values: pd.Series, lines: pd.Series, path, multilab
         raise InputError(
             f"label {values.iloc[first]!r} is not a number", path=path, line=lines.iloc[first]
         )
-    if kind == PAIR_KIND and not numbers.isin([0, 1]).all():
+    if kind != PAIR_KIND:
+        return numbers
+    if not numbers.isin([0, 1]).all():
         first = (~numbers.isin([0, 1])).to_numpy().nonzero()[0][0]
         raise InputError(
             f"pair label {values.iloc[first]!r} is not 0 or 1", path=path, line=lines.iloc[first]
         )
-    return numbers
+    return numbers.astype(int)
 
 
 def _parse_splits(frame, column, lines, path, fractions: dict, seed: int) -> np.ndarray:
@@ -221,7 +228,8 @@ def ingest_task(
         [(key, len(seq), seq) for key, seq in resolver.sequences.items()],
         columns=["seq_hash", "length", "sequence"],
     )
-    return table.drop(columns="_line"), seq_table
+    keys = ["id_a", "id_b", "hash_a", "hash_b"] if kind == PAIR_KIND else ["id", "seq_hash"]
+    return table[[*keys, "label", "split"]], seq_table
 
 
 def run_ingest(

@@ -9,62 +9,64 @@ from sklearn import metrics as skm
 from copra.targets import Targets
 
 
-def _classification(y: np.ndarray, scores: np.ndarray, targets: Targets) -> dict[str, float]:
-    if targets.kind == "binary":
-        predicted = (scores[:, 0] >= 0.5).astype(int)
+def _ranking(y_true: np.ndarray, scores: np.ndarray):
+    """AUPR and AUROC thunks over the classes (columns) that have both positives and negatives."""
+    y_true = y_true.reshape(len(y_true), -1)
+    scores = scores.reshape(len(scores), -1)
+    both = (y_true.sum(axis=0) > 0) & (y_true.sum(axis=0) < len(y_true))
+    if not both.any():
+        return {"aupr": _undefined, "auroc": _undefined}
+    y_true, scores = y_true[:, both], scores[:, both]
+    return {
+        "aupr": lambda: skm.average_precision_score(y_true, scores, average="macro"),
+        "auroc": lambda: skm.roc_auc_score(y_true, scores, average="macro"),
+    }
+
+
+def _labels(y: np.ndarray, predicted: np.ndarray):
+    return {
+        "mcc": lambda: skm.matthews_corrcoef(y, predicted),
+        "accuracy": lambda: skm.accuracy_score(y, predicted),
+        "f1_macro": lambda: skm.f1_score(y, predicted, average="macro"),
+    }
+
+
+def _metric_thunks(y: np.ndarray, scores: np.ndarray, targets: Targets):
+    if targets.kind == "regression":
+        y, predicted = y.astype(float), scores[:, 0]
         return {
-            "aupr": skm.average_precision_score(y, scores[:, 0]),
-            "auroc": skm.roc_auc_score(y, scores[:, 0]),
-            "mcc": skm.matthews_corrcoef(y, predicted),
-            "accuracy": skm.accuracy_score(y, predicted),
-            "f1_macro": skm.f1_score(y, predicted, average="macro"),
+            "spearman": lambda: stats.spearmanr(y, predicted).statistic,
+            "pearson": lambda: stats.pearsonr(y, predicted).statistic,
+            "rmse": lambda: np.sqrt(np.mean((y - predicted) ** 2)),
+            "mae": lambda: np.mean(np.abs(y - predicted)),
         }
-    onehot = np.eye(len(targets.classes))[y]
-    predicted = scores.argmax(axis=1)
-    present = onehot.sum(axis=0) > 0
+    if targets.kind == "binary":
+        return {**_ranking(y, scores[:, 0]), **_labels(y, (scores[:, 0] >= 0.5).astype(int))}
+    if targets.kind == "multiclass":
+        onehot = np.eye(len(targets.classes))[y]
+        return {**_ranking(onehot, scores), **_labels(y, scores.argmax(axis=1))}
+    predicted = (scores >= 0.5).astype(int)
     return {
-        "aupr": skm.average_precision_score(
-            onehot[:, present], scores[:, present], average="macro"
-        ),
-        "auroc": skm.roc_auc_score(onehot[:, present], scores[:, present], average="macro"),
-        "mcc": skm.matthews_corrcoef(y, predicted),
-        "accuracy": skm.accuracy_score(y, predicted),
-        "f1_macro": skm.f1_score(y, predicted, average="macro"),
+        **_ranking(y, scores),
+        "f1_macro": lambda: skm.f1_score(y, predicted, average="macro", zero_division=0),
     }
 
 
-def _multilabel(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    present = (y.sum(axis=0) > 0) & (y.sum(axis=0) < len(y))
-    return {
-        "aupr": skm.average_precision_score(y[:, present], scores[:, present], average="macro"),
-        "auroc": skm.roc_auc_score(y[:, present], scores[:, present], average="macro"),
-        "f1_macro": skm.f1_score(y, (scores >= 0.5).astype(int), average="macro"),
-    }
-
-
-def _regression(y: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    return {
-        "spearman": stats.spearmanr(y, predicted).statistic,
-        "pearson": stats.pearsonr(y, predicted).statistic,
-        "rmse": float(np.sqrt(np.mean((y - predicted) ** 2))),
-        "mae": float(np.mean(np.abs(y - predicted))),
-    }
+def _undefined() -> float:
+    return float("nan")
 
 
 def compute_metrics(y: np.ndarray, scores: np.ndarray, targets: Targets) -> dict[str, float]:
-    """All metrics of the task kind; a metric undefined on this sample (one class only) is NaN."""
+    """All metrics of the task kind; one undefined on this sample (a single class) is NaN."""
+    values = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            if targets.kind == "regression":
-                values = _regression(y.astype(float), scores[:, 0])
-            elif targets.kind == "multilabel":
-                values = _multilabel(y, scores)
-            else:
-                values = _classification(y, scores, targets)
-        except ValueError:
-            return dict.fromkeys(metric_names(targets), float("nan"))
-    return {name: float(value) for name, value in values.items()}
+        for name, thunk in _metric_thunks(y, scores, targets).items():
+            try:
+                values[name] = float(thunk())
+            except ValueError:
+                values[name] = float("nan")
+    return values
 
 
 def metric_names(targets: Targets) -> list[str]:

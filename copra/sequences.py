@@ -4,6 +4,7 @@ Every sequence that enters the pipeline passes `clean_sequence`, so errors name 
 """
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def _residue_locator(text_lines: list[str], header: int):
     return locate
 
 
-def _check_start(text_lines: list[str], path: Path) -> None:
+def _check_start(text_lines: list[str], path: Path) -> int:
+    """The line number of the first header; only blank lines may stand before it."""
     for number, text in enumerate(text_lines, 1):
         if text.strip():
             if not text.startswith(">"):
@@ -76,7 +78,8 @@ def _check_start(text_lines: list[str], path: Path) -> None:
                     path=path,
                     line=number,
                 )
-            return
+            return number
+    raise InputError("no FASTA records (a record starts with a '>' header line)", path=path)
 
 
 def read_fasta(path) -> list[FastaRecord]:
@@ -84,16 +87,23 @@ def read_fasta(path) -> list[FastaRecord]:
     path = Path(path)
     if not path.is_file():
         raise InputError("FASTA file not found", path=path)
+    data = path.read_bytes()
     try:
-        text_lines = path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise InputError("not a text file; expected FASTA", path=path) from None
-    _check_start(text_lines, path)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"not a text file (byte {data[error.start]:#04x} is not UTF-8); expected FASTA",
+            path=path,
+            line=data[: error.start].count(b"\n") + 1,
+        ) from None
+    # Lines as biopython reads them: universal newlines, split at line breaks only (not at \f).
+    text_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    start = _check_start(text_lines, path)
     lines = [number for number, text in enumerate(text_lines, 1) if text.startswith(">")]
     try:
-        with path.open() as handle:
-            parsed = list(SeqIO.parse(handle, "fasta"))
-    except (ValueError, UnicodeDecodeError) as error:
+        # biopython's parser wants '>' on its first line: hand it the text from the first header.
+        parsed = list(SeqIO.parse(io.StringIO("\n".join(text_lines[start - 1 :])), "fasta"))
+    except ValueError as error:
         first = str(error).splitlines()[0]
         raise InputError(f"not a valid FASTA file: {first}", path=path) from None
     if not parsed:

@@ -59,8 +59,7 @@ class Targets:
         if self.kind == "regression":
             return torch.tensor((labels.astype(float).to_numpy() - self.mean) / self.std).float()
         if self.kind == "binary":
-            text = labels.map(_label_text)
-            return torch.tensor((text == self.classes[1]).to_numpy()).float()
+            return torch.tensor((labels.astype(str) == self.classes[1]).to_numpy()).float()
         if self.kind == "multiclass":
             index = {c: i for i, c in enumerate(self.classes)}
             return torch.tensor([index[str(v)] for v in labels])
@@ -103,9 +102,3 @@ class Targets:
     def from_json(cls, text: str) -> "Targets":
         return cls(**json.loads(text))
 
-
-def _label_text(value) -> str:
-    """Labels as class names: 1.0 and 1 are the same class '1'."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

@@ -6,6 +6,7 @@ import re
 import shlex
 import sys
 
+from snakemake.common.configfile import load_configfile
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
@@ -15,13 +16,17 @@ from copra.job_environment import put_copra_on_path  # noqa: E402
 
 
 def tasks_of_this_run():
-    """A --configfile (or --config) that defines tasks replaces config.yaml's demo tasks.
+    """The last --configfile that defines tasks replaces config.yaml's demo tasks.
 
-    Snakemake merges config files recursively, which would otherwise run the demo beside them.
+    Snakemake merges config files recursively, which would otherwise run the demo beside them;
+    tasks given with --config are added on top.
     """
-    overwrite = workflow.config_settings.overwrite_config
-    if "tasks" in overwrite:
-        config["tasks"] = copy.deepcopy(overwrite["tasks"])
+    settings = workflow.config_settings
+    defined = [load_configfile(path) for path in settings.configfiles]
+    defined = [loaded["tasks"] for loaded in defined if "tasks" in loaded]
+    if defined:
+        config["tasks"] = copy.deepcopy(defined[-1])
+        config["tasks"].update(copy.deepcopy(dict(settings.config).get("tasks", {})))
 
 
 tasks_of_this_run()

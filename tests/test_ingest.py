@@ -1,0 +1,540 @@
+"""Tests for copra.ingest and `copra ingest`: label tables and FASTA into the normalized tables.
+
+Bad input goes through the command line: exit status 2, one message naming the file and line,
+and nothing (not even a temporary file) left in the output folder.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from copra.cli import main
+from copra.errors import InputError
+from copra.ingest import ingest_task, run_ingest
+from copra.sequences import sequence_hash
+
+FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
+PROTEINS = {
+    "p1": "MKTAYIAKQR",
+    "p2": "GSHMLEDPVA",
+    "p3": "MKTAYIAKQR",  # the same sequence as p1 under another id
+    "p4": "WWYYCCWWYY",
+    "p5": "LIVFALIVFA",
+    "unused": "KEDRKEDRKE",
+}
+CLASS_ROWS = [
+    ["id", "label", "split"],
+    ["p1", "cytoplasm", "train"],
+    ["p2", "membrane", "train"],
+    ["p3", "cytoplasm", "train"],
+    ["p4", "membrane", "valid"],
+    ["p5", "cytoplasm", "test"],
+]
+SEQUENCE_KINDS = ("sequence_classification", "sequence_regression")
+
+
+def _fasta(tmp_path, records=None, name="proteins.fasta"):
+    path = tmp_path / name
+    records = PROTEINS if records is None else records
+    path.write_text("".join(f">{name}\n{seq}\n" for name, seq in records.items()))
+    return path
+
+
+def _table(tmp_path, rows, name="labels.tsv"):
+    path = tmp_path / name
+    separator = "," if name.endswith(".csv") else "\t"
+    path.write_text("".join(separator.join(map(str, row)) + "\n" for row in rows))
+    return path
+
+
+def _ingest(kind, labels, sequences=None, **options):
+    options.setdefault("split_fractions", FRACTIONS)
+    options.setdefault("split_seed", 0)
+    return ingest_task(kind, labels, sequences, **options)
+
+
+def _cli(capsys, tmp_path, *args):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    code = main(
+        [
+            "ingest",
+            *map(str, args),
+            "--table",
+            str(out / "table.tsv"),
+            "--sequence-table",
+            str(out / "sequences.tsv"),
+        ]
+    )
+    return code, capsys.readouterr().err
+
+
+def _fails(capsys, tmp_path, *args, where) -> str:
+    """Run `copra ingest`, expect exit 2 with `where` (path:line) first, and an empty out folder."""
+    code, err = _cli(capsys, tmp_path, *args)
+    assert code == 2, err
+    assert err.startswith(f"copra: error: {where}: "), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert list((tmp_path / "out").iterdir()) == []
+    return err
+
+
+def _classification_args(labels, fasta):
+    return ["--kind", "sequence_classification", "--labels", labels, "--sequences", fasta]
+
+
+# --- normalized output ---------------------------------------------------------------------
+
+
+def test_sequence_classification_table_and_sequence_table(tmp_path):
+    table, seqs = _ingest("sequence_classification", _table(tmp_path, CLASS_ROWS), _fasta(tmp_path))
+    assert list(table.columns) == ["id", "seq_hash", "label", "split"]
+    assert table["id"].tolist() == ["p1", "p2", "p3", "p4", "p5"]
+    assert table["seq_hash"].tolist() == [sequence_hash(PROTEINS[i]) for i in table["id"]]
+    assert table["label"].tolist() == [row[1] for row in CLASS_ROWS[1:]]
+    assert table["split"].tolist() == ["train", "train", "train", "valid", "test"]
+    assert list(seqs.columns) == ["seq_hash", "length", "sequence"]
+    # p1 and p3 share one row; the unused FASTA record is not in the task's sequence table.
+    assert sorted(seqs["sequence"]) == sorted({PROTEINS[i] for i in ("p1", "p2", "p4", "p5")})
+    assert seqs["seq_hash"].is_unique
+    for row in seqs.itertuples():
+        assert row.seq_hash == sequence_hash(row.sequence)
+        assert row.length == len(row.sequence)
+
+
+def test_identical_sequences_under_different_ids_share_one_hash(tmp_path):
+    table, seqs = _ingest("sequence_classification", _table(tmp_path, CLASS_ROWS), _fasta(tmp_path))
+    hashes = dict(zip(table["id"], table["seq_hash"], strict=True))
+    assert hashes["p1"] == hashes["p3"]
+    assert (seqs["seq_hash"] == hashes["p1"]).sum() == 1
+
+
+def test_run_ingest_writes_both_tables_and_no_temporary_file(tmp_path):
+    out = tmp_path / "results" / "task"
+    task = {
+        "kind": "sequence_regression",
+        "labels": _table(
+            tmp_path,
+            [["id", "label", "split"], ["p1", "1.5", "train"], ["p2", "-2e-1", "valid"]],
+        ),
+        "sequences": _fasta(tmp_path),
+    }
+    run_ingest(task, out / "table.tsv", out / "sequences.tsv", FRACTIONS, 0)
+    assert sorted(p.name for p in out.iterdir()) == ["sequences.tsv", "table.tsv"]
+    table = pd.read_csv(out / "table.tsv", sep="\t")
+    assert list(table.columns) == ["id", "seq_hash", "label", "split"]
+    assert table["label"].tolist() == [1.5, -0.2]
+    seqs = pd.read_csv(out / "sequences.tsv", sep="\t")
+    assert list(seqs.columns) == ["seq_hash", "length", "sequence"]
+    assert sorted(seqs["sequence"]) == sorted([PROTEINS["p1"], PROTEINS["p2"]])
+    assert set(table["seq_hash"]) == set(seqs["seq_hash"])
+
+
+def test_cli_ingest_writes_both_tables(capsys, tmp_path):
+    labels, fasta = _table(tmp_path, CLASS_ROWS), _fasta(tmp_path)
+    code, err = _cli(capsys, tmp_path, *_classification_args(labels, fasta))
+    assert code == 0, err
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["sequences.tsv", "table.tsv"]
+    table = pd.read_csv(out / "table.tsv", sep="\t")
+    assert table["id"].tolist() == ["p1", "p2", "p3", "p4", "p5"]
+    assert len(pd.read_csv(out / "sequences.tsv", sep="\t")) == 4
+
+
+def test_csv_with_own_column_names_mapped_by_columns(tmp_path):
+    rows = [["protein", "is_membrane", "fold"], ["p1", "0", "train"], ["p2", "1", "Train"]]
+    rows += [["p4", "1", "valid"], ["p5", "0", "test"]]
+    labels = _table(tmp_path, rows, name="membrane.csv")
+    columns = {"id": "protein", "label": "is_membrane", "split": "fold"}
+    table, _ = _ingest("sequence_classification", labels, _fasta(tmp_path), columns=columns)
+    assert table["id"].tolist() == ["p1", "p2", "p4", "p5"]
+    assert table["label"].tolist() == ["0", "1", "1", "0"]
+    assert table["split"].tolist() == ["train", "train", "valid", "test"]
+
+
+def test_cli_column_mapping(capsys, tmp_path):
+    rows = [["protein", "loc", "fold"], ["p1", "a", "train"], ["p2", "a", "val"]]
+    labels = _table(tmp_path, rows, name="labels.csv")
+    args = _classification_args(labels, _fasta(tmp_path))
+    args += ["--column", "id=protein", "--column", "label=loc", "--column", "split=fold"]
+    code, err = _cli(capsys, tmp_path, *args)
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "out" / "table.tsv", sep="\t")
+    assert table["split"].tolist() == ["train", "valid"]
+
+
+@pytest.mark.parametrize("name", ["labels.tsv", "labels.tab", "labels.txt", "labels.TSV"])
+def test_tab_separated_extensions(tmp_path, name):
+    table, _ = _ingest(
+        "sequence_classification", _table(tmp_path, CLASS_ROWS, name=name), _fasta(tmp_path)
+    )
+    assert len(table) == 5
+
+
+def test_split_values_are_case_insensitive_with_validation_aliases(tmp_path):
+    rows = [["id", "label", "split"], ["p1", "a", " TRAIN "], ["p2", "a", "Validation"]]
+    rows += [["p3", "a", "VAL"], ["p4", "a", "valid"], ["p5", "a", "Test"]]
+    table, _ = _ingest("sequence_classification", _table(tmp_path, rows), _fasta(tmp_path))
+    assert table["split"].tolist() == ["train", "valid", "valid", "valid", "test"]
+
+
+def test_inline_sequences_are_cleaned_and_hashed(tmp_path):
+    rows = [["sequence", "label", "split"], ["mktay*", "1.0", "train"], ["MKTAY", "2", "train"]]
+    rows += [["GSHM", "3", "valid"]]
+    table, seqs = _ingest("sequence_regression", _table(tmp_path, rows))
+    assert list(table.columns) == ["id", "seq_hash", "label", "split"]
+    assert table["seq_hash"].tolist() == [sequence_hash(s) for s in ("MKTAY", "MKTAY", "GSHM")]
+    assert table["id"].tolist() == table["seq_hash"].tolist()
+    assert table["label"].tolist() == [1.0, 2.0, 3.0]
+    assert sorted(seqs["sequence"]) == ["GSHM", "MKTAY"]
+
+
+def test_ids_with_slashes_colons_and_full_header_descriptions(tmp_path):
+    fasta = tmp_path / "proteins.fasta"
+    fasta.write_text(">demo:prot/0001\nMKTA\n>sp|P1|X_Y membrane protein: GN=a/b\nGSHM\n")
+    rows = [["id", "label", "split"], ["demo:prot/0001", "a", "train"]]
+    rows += [["sp|P1|X_Y membrane protein: GN=a/b", "a", "valid"], ["sp|P1|X_Y", "a", "test"]]
+    table, _ = _ingest("sequence_classification", _table(tmp_path, rows), fasta)
+    assert table["seq_hash"].tolist() == [sequence_hash(s) for s in ("MKTA", "GSHM", "GSHM")]
+
+
+def test_labels_and_ids_are_stripped(tmp_path):
+    rows = [["id", "label", "split"], [" p1 ", " a ", "train"], ["p2", "a", "valid"]]
+    table, _ = _ingest("sequence_classification", _table(tmp_path, rows), _fasta(tmp_path))
+    assert table["id"].tolist() == ["p1", "p2"]
+    assert table["label"].tolist() == ["a", "a"]
+
+
+def test_regression_labels_are_floats(tmp_path):
+    rows = [["id", "label", "split"], ["p1", "1", "train"], ["p2", "-3.5e2", "valid"]]
+    table, _ = _ingest("sequence_regression", _table(tmp_path, rows), _fasta(tmp_path))
+    assert table["label"].tolist() == [1.0, -350.0]
+    assert table["label"].dtype == float
+
+
+def test_multilabel_labels_are_sorted_and_deduplicated(tmp_path):
+    rows = [["id", "label", "split"], ["p1", "b; a;b", "train"], ["p2", "c", "train"]]
+    rows += [["p4", "a;c", "valid"]]
+    table, _ = _ingest(
+        "sequence_classification", _table(tmp_path, rows), _fasta(tmp_path), multilabel=True
+    )
+    assert table["label"].tolist() == ["a;b", "c", "a;c"]
+
+
+def test_pair_task_with_product_ids(tmp_path):
+    fasta = _fasta(
+        tmp_path,
+        {"product:A/1": "MKTAYI", "product:B/2": "GSHMLE", "product C": "MKTAYI"},
+        name="partners.fasta",
+    )
+    rows = [["id_a", "id_b", "label", "split"], ["product:A/1", "product:B/2", "1", "train"]]
+    rows += [["product:B/2", "product C", "0", "train"], ["product C", "product:A/1", "1.0", "val"]]
+    rows += [["product:B/2", "product:B/2", "0", "test"]]
+    table, seqs = _ingest("pair_classification", _table(tmp_path, rows), fasta)
+    assert list(table.columns) == ["id_a", "id_b", "hash_a", "hash_b", "label", "split"]
+    assert table["id_a"].tolist() == ["product:A/1", "product:B/2", "product C", "product:B/2"]
+    a, b = sequence_hash("MKTAYI"), sequence_hash("GSHMLE")
+    assert table["hash_a"].tolist() == [a, b, a, b]
+    assert table["hash_b"].tolist() == [b, a, a, b]
+    assert table["label"].tolist() == [1, 0, 1, 0]
+    assert table["split"].tolist() == ["train", "train", "valid", "test"]
+    assert sorted(seqs["seq_hash"]) == sorted([a, b])
+
+
+def test_pair_task_with_own_column_names(tmp_path):
+    rows = [["left", "right", "interacts"]] + [["p1", "p2", "1"], ["p2", "p4", "0"]] * 20
+    columns = {"id_a": "left", "id_b": "right", "label": "interacts"}
+    table, _ = _ingest(
+        "pair_classification",
+        _table(tmp_path, rows, name="pairs.csv"),
+        _fasta(tmp_path),
+        columns=columns,
+        split_fractions={"train": 0.5, "valid": 0.5, "test": 0.0},
+    )
+    assert len(table) == 40
+    assert set(table["label"]) == {0, 1}
+    assert set(table["split"]) == {"train", "valid"}
+
+
+def test_no_header_uses_positions(tmp_path):
+    rows = [["p1", "a", "train"], ["p2", "b", "train"], ["p4", "a", "valid"]]
+    table, _ = _ingest(
+        "sequence_classification", _table(tmp_path, rows), _fasta(tmp_path), header=False
+    )
+    assert table["id"].tolist() == ["p1", "p2", "p4"]
+    assert table["split"].tolist() == ["train", "train", "valid"]
+
+
+def test_cli_no_header_with_mapped_positions(capsys, tmp_path):
+    labels = _table(tmp_path, [["train", "a", "p1"], ["valid", "a", "p2"]])
+    args = _classification_args(labels, _fasta(tmp_path))
+    args += ["--no-header", "--column", "split=0", "--column", "label=1", "--column", "id=2"]
+    code, err = _cli(capsys, tmp_path, *args)
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "out" / "table.tsv", sep="\t")
+    assert table[["id", "label", "split"]].values.tolist() == [
+        ["p1", "a", "train"],
+        ["p2", "a", "valid"],
+    ]
+
+
+def test_no_header_with_an_inline_sequence_column(tmp_path):
+    rows = [["MKTA", "1.5", "train"], ["GSHM", "2.5", "valid"]]
+    table, seqs = _ingest(
+        "sequence_regression", _table(tmp_path, rows), header=False, columns={"sequence": 0}
+    )
+    assert table["seq_hash"].tolist() == [sequence_hash("MKTA"), sequence_hash("GSHM")]
+    assert table["label"].tolist() == [1.5, 2.5]
+
+
+def test_blank_lines_in_the_label_table_are_skipped(tmp_path):
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("id\tlabel\tsplit\np1\ta\ttrain\n\np2\ta\tvalid\n\n\n")
+    table, _ = _ingest("sequence_classification", labels, _fasta(tmp_path))
+    assert table["id"].tolist() == ["p1", "p2"]
+
+
+# --- random split --------------------------------------------------------------------------
+
+
+def _random_split(tmp_path, seed, fractions=FRACTIONS, n=1000):
+    rows = [["id", "label"]] + [[f"p{1 + i % 5}", str(i % 3)] for i in range(n)]
+    labels = _table(tmp_path, rows)
+    table, _ = _ingest(
+        "sequence_classification",
+        labels,
+        _fasta(tmp_path),
+        split_fractions=fractions,
+        split_seed=seed,
+    )
+    return table["split"].to_numpy()
+
+
+def test_random_split_same_seed_same_split(tmp_path):
+    assert np.array_equal(_random_split(tmp_path, 0), _random_split(tmp_path, 0))
+
+
+def test_random_split_different_seed_different_split(tmp_path):
+    assert not np.array_equal(_random_split(tmp_path, 0), _random_split(tmp_path, 1))
+
+
+def test_random_split_respects_the_fractions(tmp_path):
+    splits = _random_split(tmp_path, 3, {"train": 0.6, "valid": 0.3, "test": 0.1})
+    shares = {name: np.mean(splits == name) for name in ("train", "valid", "test")}
+    assert shares == pytest.approx({"train": 0.6, "valid": 0.3, "test": 0.1}, abs=0.05)
+
+
+def test_random_split_with_a_zero_test_fraction(tmp_path):
+    splits = _random_split(tmp_path, 0, {"train": 0.7, "valid": 0.3, "test": 0.0}, n=200)
+    assert set(splits) == {"train", "valid"}
+
+
+def test_cli_split_fractions_and_seed(capsys, tmp_path):
+    rows = [["id", "label"]] + [[f"p{1 + i % 5}", "a"] for i in range(300)]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = [*_classification_args(labels, fasta), "--split-fractions", "0.5,0.5,0"]
+    splits = []
+    for seed in (7, 7, 8):
+        code, err = _cli(capsys, tmp_path, *args, "--split-seed", seed)
+        assert code == 0, err
+        splits.append(pd.read_csv(tmp_path / "out" / "table.tsv", sep="\t")["split"].tolist())
+    assert splits[0] == splits[1] != splits[2]
+    assert set(splits[0]) == {"train", "valid"}
+
+
+# --- bad label tables, through the command line --------------------------------------------
+
+
+def test_unknown_id(capsys, tmp_path):
+    rows = [*CLASS_ROWS[:3], ["nope", "cytoplasm", "train"], *CLASS_ROWS[3:]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{labels}:4")
+    assert "'nope'" in err and str(fasta) in err
+
+
+def test_unknown_id_after_blank_lines_names_the_right_line(capsys, tmp_path):
+    labels, fasta = tmp_path / "labels.tsv", _fasta(tmp_path)
+    labels.write_text("id\tlabel\tsplit\np1\ta\ttrain\n\np2\ta\tvalid\nnope\ta\ttest\n")
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{labels}:5")
+    assert "'nope'" in err
+
+
+def test_ids_without_a_fasta(capsys, tmp_path):
+    labels = _table(tmp_path, CLASS_ROWS)
+    err = _fails(
+        capsys, tmp_path, "--kind", "sequence_classification", "--labels", labels, where=labels
+    )
+    assert "sequences:" in err
+
+
+def test_missing_label(capsys, tmp_path):
+    rows = [*CLASS_ROWS[:4], ["p4", " ", "valid"], *CLASS_ROWS[5:]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{labels}:5")
+    assert "missing label" in err
+
+
+def test_short_row_is_a_missing_label(capsys, tmp_path):
+    rows = [*CLASS_ROWS[:2], ["p2"], *CLASS_ROWS[3:]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{labels}:3")
+    assert "missing label" in err
+
+
+@pytest.mark.parametrize("value", ["high", "1,5", "nan", "inf"])
+def test_non_numeric_regression_label(capsys, tmp_path, value):
+    rows = [["id", "label", "split"], ["p1", "1.0", "train"], ["p2", value, "valid"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = ["--kind", "sequence_regression", "--labels", labels, "--sequences", fasta]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:3")
+    assert f"label {value!r} is not a number" in err
+
+
+@pytest.mark.parametrize("value", ["2", "-1", "0.5"])
+def test_pair_label_not_zero_or_one(capsys, tmp_path, value):
+    rows = [["id_a", "id_b", "label", "split"], ["p1", "p2", "1", "train"]]
+    rows += [["p2", "p4", "0", "train"], ["p4", "p5", value, "valid"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = ["--kind", "pair_classification", "--labels", labels, "--sequences", fasta]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:4")
+    assert f"pair label {value!r} is not 0 or 1" in err
+
+
+def test_pair_label_not_a_number(capsys, tmp_path):
+    rows = [["id_a", "id_b", "label", "split"], ["p1", "p2", "yes", "train"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = ["--kind", "pair_classification", "--labels", labels, "--sequences", fasta]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:2")
+    assert "'yes'" in err
+
+
+def test_pair_unknown_id_on_the_b_side(capsys, tmp_path):
+    rows = [["id_a", "id_b", "label", "split"], ["p1", "p2", "1", "train"]]
+    rows += [["p2", "ghost", "0", "valid"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = ["--kind", "pair_classification", "--labels", labels, "--sequences", fasta]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:3")
+    assert "'ghost'" in err
+
+
+@pytest.mark.parametrize("value", ["training", "dev", ""])
+def test_bad_split_value(capsys, tmp_path, value):
+    rows = [*CLASS_ROWS[:5], ["p5", "cytoplasm", value]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{labels}:6")
+    assert "train, valid" in err
+
+
+def test_no_training_rows(capsys, tmp_path):
+    rows = [["id", "label", "split"], ["p1", "a", "valid"], ["p2", "a", "test"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=labels)
+    assert "no train rows" in err
+
+
+def test_no_validation_rows(capsys, tmp_path):
+    rows = [["id", "label", "split"], ["p1", "a", "train"], ["p2", "a", "test"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=labels)
+    assert "no valid rows" in err
+
+
+def test_random_split_without_training_rows(capsys, tmp_path):
+    rows = [["id", "label"], ["p1", "a"], ["p2", "a"], ["p4", "a"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = [*_classification_args(labels, fasta), "--split-fractions", "0,0.5,0.5"]
+    err = _fails(capsys, tmp_path, *args, where=labels)
+    assert "no train rows" in err
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_class_never_seen_in_training(capsys, tmp_path, split):
+    rows = [*CLASS_ROWS[:4], ["p4", "membrane", "valid"], ["p5", "nucleus", split]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{labels}:6")
+    assert f"class 'nucleus' in the {split} split never occurs in training" in err
+
+
+def test_multilabel_class_never_seen_in_training(capsys, tmp_path):
+    rows = [["id", "label", "split"], ["p1", "a;b", "train"], ["p2", "b;zz", "valid"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = [*_classification_args(labels, fasta), "--multilabel"]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:3")
+    assert "'zz'" in err
+
+
+def test_missing_required_column(capsys, tmp_path):
+    rows = [["protein", "label", "split"], ["p1", "a", "train"], ["p2", "a", "valid"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=labels)
+    assert "no column for id" in err
+    assert "protein, label, split" in err
+    assert "columns:" in err
+
+
+def test_missing_pair_column(capsys, tmp_path):
+    rows = [["id_a", "partner", "label"], ["p1", "p2", "1"]]
+    labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
+    args = ["--kind", "pair_classification", "--labels", labels, "--sequences", fasta]
+    err = _fails(capsys, tmp_path, *args, where=labels)
+    assert "no column for id_b" in err and "id_a, partner, label" in err
+    assert "columns:" in err
+
+
+def test_mapped_column_not_in_the_table(capsys, tmp_path):
+    # A typo in `columns:` must not silently fall back to a random split.
+    labels, fasta = _table(tmp_path, CLASS_ROWS), _fasta(tmp_path)
+    args = [*_classification_args(labels, fasta), "--column", "split=fold"]
+    err = _fails(capsys, tmp_path, *args, where=labels)
+    assert "no column for split" in err and "columns:" in err
+
+
+def test_unsupported_extension(capsys, tmp_path):
+    labels, fasta = _table(tmp_path, CLASS_ROWS, name="labels.xlsx"), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=labels)
+    assert ".tsv" in err and ".csv" in err
+
+
+def test_missing_label_file(capsys, tmp_path):
+    labels, fasta = tmp_path / "absent.tsv", _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=labels)
+    assert "not found" in err
+
+
+def test_empty_label_file(capsys, tmp_path):
+    labels, fasta = tmp_path / "labels.tsv", _fasta(tmp_path)
+    labels.write_text("")
+    _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=labels)
+
+
+def test_header_only_label_file(capsys, tmp_path):
+    labels, fasta = _table(tmp_path, CLASS_ROWS[:1]), _fasta(tmp_path)
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=labels)
+    assert "no rows" in err
+
+
+def test_bad_inline_sequence_names_the_table_line(capsys, tmp_path):
+    rows = [["sequence", "label", "split"], ["MKTA", "a", "train"], ["MK1A", "a", "valid"]]
+    labels = _table(tmp_path, rows)
+    args = ["--kind", "sequence_classification", "--labels", labels]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:3")
+    assert "'1' at residue 3" in err
+
+
+def test_empty_inline_sequence(capsys, tmp_path):
+    rows = [["sequence", "label", "split"], ["MKTA", "a", "train"], ["*", "a", "valid"]]
+    labels = _table(tmp_path, rows)
+    args = ["--kind", "sequence_classification", "--labels", labels]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:3")
+    assert "empty sequence" in err
+
+
+def test_bad_fasta_fails_the_ingest(capsys, tmp_path):
+    labels, fasta = _table(tmp_path, CLASS_ROWS), _fasta(tmp_path, {"p1": "MK", "p2": "M-K"})
+    err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{fasta}:4")
+    assert "'-' at residue 2" in err
+
+
+def test_unknown_kind_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="unknown task kind 'protein_folding'"):
+        _ingest("protein_folding", _table(tmp_path, CLASS_ROWS), _fasta(tmp_path))
