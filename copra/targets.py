@@ -101,4 +101,3 @@ class Targets:
     @classmethod
     def from_json(cls, text: str) -> "Targets":
         return cls(**json.loads(text))
-

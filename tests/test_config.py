@@ -1,0 +1,97 @@
+"""The config schema: defaults in one place, misspelled keys named, wrong values refused."""
+
+import re
+
+import pytest
+import yaml
+from conftest import REPO, snakemake
+
+from copra import config
+from copra.errors import InputError
+
+
+def schema_keys(node=None, prefix=""):
+    """Every dotted key the schema defines (task entries as `tasks.<name>.key`)."""
+    node = node or config.schema()
+    for key, sub in node.get("properties", {}).items():
+        yield prefix + key
+        yield from schema_keys(sub, f"{prefix}{key}.")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from schema_keys(node["additionalProperties"], f"{prefix}<name>.")
+
+
+def test_defaults_come_from_the_schema():
+    assert config.default("embedding.max_residues") == 1022
+    assert config.default("head.pair_combination") == "mean"
+    with pytest.raises(KeyError):
+        config.default("tasks")
+
+
+@pytest.mark.parametrize(
+    ("bad", "named", "suggested"),
+    [
+        ({"methds": ["head"]}, "methds", "methods"),
+        ({"embedding": {"batch_token": 10}}, "embedding.batch_token", "embedding.batch_tokens"),
+        ({"tasks": {"t": {"kind": "x", "labls": "a.tsv"}}}, "tasks.t.labls", "tasks.t.labels"),
+    ],
+)
+def test_misspelled_key_is_named_with_a_suggestion(bad, named, suggested):
+    with pytest.raises(InputError, match=re.escape(f"'{named}'")) as error:
+        config.check_keys(bad)
+    assert f"did you mean '{suggested}'" in str(error.value)
+
+
+def test_pipeline_refuses_a_misspelled_key(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text(yaml.safe_dump({"model": {"name": "esm2_t6_8M_UR50D", "wieghts": "random"}}))
+    result = snakemake(tmp_path, "--configfile", REPO / "config.yaml", user, "-n", check=False)
+    assert result.returncode != 0
+    message = "config key 'model.wieghts' is not known; did you mean 'model.weights'?"
+    assert message in result.stdout + result.stderr
+
+
+def test_pipeline_refuses_a_wrong_value(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text(yaml.safe_dump({"tasks": {"t": {"kind": "protein_folding", "labels": "x"}}}))
+    result = snakemake(tmp_path, "--configfile", REPO / "config.yaml", user, "-n", check=False)
+    assert result.returncode != 0
+    assert "'protein_folding' is not one of" in result.stdout + result.stderr
+
+
+def test_user_tasks_replace_the_demo_tasks_in_the_dag(tmp_path):
+    (tmp_path / "a.fasta").write_text(">p1\nMKV\n")
+    (tmp_path / "a.tsv").write_text("id\tlabel\np1\t1.0\n")
+    user = tmp_path / "user.yaml"
+    task = {"kind": "sequence_regression", "sequences": "a.fasta", "labels": "a.tsv"}
+    user.write_text(yaml.safe_dump({"tasks": {"mine": task}}))
+    result = snakemake(tmp_path, "--configfile", REPO / "config.yaml", user, "-n", "-p")
+    assert "results/mine/data/table.tsv" in result.stdout
+    assert "localization" not in result.stdout and "demo_data" not in result.stdout
+
+
+def test_readme_documents_every_config_key():
+    readme = (REPO / "README.md").read_text()
+    sections = {
+        "tasks",
+        "model",
+        "ingest",
+        "embedding",
+        "head",
+        "evaluation",
+        "demo",
+        "tasks.<name>",
+    }
+    # Sub-keys of a mapping-valued setting are described in that setting's row.
+    described = ("tasks.<name>.columns.", "ingest.split_fractions.")
+    missing = [
+        key
+        for key in schema_keys()
+        if f"`{key}`" not in readme and key not in sections and not key.startswith(described)
+    ]
+    assert missing == []
+
+
+def test_readme_quick_start_is_the_two_commands():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    assert section.split("\n") == ["make demo", "make test", ""]
