@@ -122,9 +122,8 @@ def backbone():
 
 
 @pytest.fixture
-def cli(caplog):
+def cli():
     """copra.cli.main, with the SIGTERM handler it installs put back afterwards."""
-    caplog.set_level(logging.INFO, logger="copra")
     previous = signal.getsignal(signal.SIGTERM)
     yield main
     signal.signal(signal.SIGTERM, previous)
