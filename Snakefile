@@ -16,6 +16,7 @@ include: "workflow/rules/weights.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/head_baseline.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 
 

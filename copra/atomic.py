@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -34,3 +35,18 @@ def write_table(target, frame) -> None:
     """Write a pandas frame as TSV atomically."""
     with atomic_path(target) as tmp:
         frame.to_csv(tmp, sep="\t", index=False)
+
+
+@contextlib.contextmanager
+def atomic_directory(target):
+    """Yield a temporary folder beside `target`; it replaces `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

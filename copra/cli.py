@@ -17,17 +17,22 @@ from copra.errors import InputError
 log = logging.getLogger("copra")
 
 
-def _add_settings(parser: argparse.ArgumentParser, settings_class) -> None:
-    """One `--field-name` option per dataclass field, its default taken from the schema."""
+def _add_settings(parser: argparse.ArgumentParser, settings_class, prefix: str = "") -> None:
+    """One `--<prefix>field-name` option per dataclass field, its default taken from the schema."""
+    defaults = settings_class()
     for field in dataclasses.fields(settings_class):
-        flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default)
+        flag = "--" + (prefix + field.name).replace("_", "-")
+        default = getattr(defaults, field.name)
+        if "list" in str(field.type):
+            item = int if field.name.startswith("layers") else str
+            parser.add_argument(flag, type=item, nargs="+", default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
 
 
-def _settings(args: argparse.Namespace, settings_class):
-    return settings_class(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)}
-    )
+def _settings(args: argparse.Namespace, settings_class, prefix: str = ""):
+    names = [f.name for f in dataclasses.fields(settings_class)]
+    return settings_class(**{name: getattr(args, prefix + name) for name in names})
 
 
 def _config_snapshot(text: str | None) -> dict | None:
@@ -111,6 +116,35 @@ def cmd_train_head(args):
     )
 
 
+def cmd_finetune(args):
+    from copra.finetune import FinetuneSettings, run_finetune
+    from copra.head_baseline import HeadSettings
+    from copra.layer_drop import LayerDropSettings
+    from copra.lora import LoraSettings
+
+    head = _settings(args, HeadSettings, "head_")
+    run_finetune(
+        args.table,
+        args.sequences,
+        args.output_dir,
+        kind=args.kind,
+        method=args.method,
+        seed=args.seed,
+        model_name=args.model,
+        weights=args.weights,
+        model_seed=args.model_seed,
+        weights_dir=args.weights_dir,
+        download_url=args.download_url,
+        multilabel=args.multilabel,
+        label_separator=args.label_separator,
+        settings=_settings(args, FinetuneSettings),
+        lora=_settings(args, LoraSettings, "lora_"),
+        layer_drop=_settings(args, LayerDropSettings, "layer_drop_"),
+        head={k: getattr(head, k) for k in ("hidden", "dropout", "pair_combination")},
+        config_snapshot=_config_snapshot(args.config_json),
+    )
+
+
 def cmd_evaluate(args):
     from copra.evaluate import run_evaluate
 
@@ -138,12 +172,20 @@ def cmd_plot_metrics(args):
     plot_metrics(args.metrics, args.output)
 
 
-def _model_options(parser):
+def cmd_plot_training(args):
+    from copra.plots import plot_training_curves
+
+    plot_training_curves(args.logs, args.output)
+
+
+def _model_options(parser, seed_flag: str = "--seed"):
     parser.add_argument(
         "--model", default=config.default("model.name"), help="ESM-2 name or a .pt file"
     )
     parser.add_argument("--weights", default=config.default("model.weights"))
-    parser.add_argument("--seed", type=int, default=config.default("model.seed"))
+    parser.add_argument(
+        seed_flag, type=int, default=config.default("model.seed"), help="seed of random weights"
+    )
     parser.add_argument("--weights-dir", default=None, help="TORCH_HOME-style weights folder")
     parser.add_argument("--download-url", default=config.default("model.download_url"))
 
@@ -160,10 +202,16 @@ def _task_options(parser):
 
 def build_parser() -> argparse.ArgumentParser:
     from copra.embed import EmbeddingSettings
+    from copra.finetune import FinetuneSettings
     from copra.head_baseline import HeadSettings
+    from copra.layer_drop import LayerDropSettings
+    from copra.lora import LoraSettings
 
     parser = argparse.ArgumentParser(prog="copra", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "-t", "--threads", type=int, help="CPU threads of torch (a job's share of the cores)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="write the bundled demo's FASTA and label files")
@@ -216,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, HeadSettings)
     p.set_defaults(func=cmd_train_head)
 
+    p = sub.add_parser("finetune", help="fine-tune with LoRA, CopRA (layer dropping) or fully")
+    _task_options(p)
+    _model_options(p, seed_flag="--model-seed")
+    p.add_argument("--method", required=True, choices=["lora", "copra", "full"])
+    p.add_argument("--table", required=True)
+    p.add_argument("--sequences", required=True, help="the task's sequence table from ingest")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
+    _add_settings(p, FinetuneSettings)
+    _add_settings(p, LoraSettings, "lora_")
+    _add_settings(p, LayerDropSettings, "layer_drop_")
+    _add_settings(p, HeadSettings, "head_")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("evaluate", help="metrics with bootstrap intervals of one run")
     p.add_argument("--predictions", required=True)
     p.add_argument("--targets", required=True)
@@ -237,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True)
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_plot_metrics)
+
+    p = sub.add_parser("plot-training", help="training curves per task and method")
+    p.add_argument("--output", required=True)
+    p.add_argument("logs", nargs="+", help="results/<task>/<method>/seed<k>/training_log.tsv")
+    p.set_defaults(func=cmd_plot_training)
     return parser
 
 
@@ -253,6 +321,10 @@ def main(argv=None) -> int:
     )
     # A killed job (SIGTERM from Snakemake or SLURM) unwinds, so temporary files are removed.
     signal.signal(signal.SIGTERM, _terminate)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         args.func(args)
     except InputError as error:

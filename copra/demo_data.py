@@ -45,7 +45,7 @@ def sequence_tasks(rng, n: int, folder: Path) -> None:
     stickiness = rng.uniform(0.0, 0.3, size=n)
     records, stability = [], []
     for i, label in enumerate(classes):
-        sequence = _protein(rng, int(rng.integers(40, 120)), LOCALIZATION[label], 0.3)
+        sequence = _protein(rng, int(rng.integers(30, 80)), LOCALIZATION[label], 0.2)
         # Stability: share of aromatic residues planted at a per-protein rate, plus noise.
         sequence = "".join(
             rng.choice(list("WYF")) if rng.random() < stickiness[i] else residue
@@ -76,7 +76,7 @@ def pair_task(rng, n: int, folder: Path) -> None:
     """partners.fasta and interactions.tsv: a pair interacts when both partners are sticky."""
     sticky = rng.random(n) < 0.5
     records = [
-        (f"partner_{i:04d}", _protein(rng, int(rng.integers(40, 120)), STICKY if s else "AG", 0.25))
+        (f"partner_{i:04d}", _protein(rng, int(rng.integers(30, 80)), STICKY if s else "AG", 0.15))
         for i, s in enumerate(sticky)
     ]
     _write_fasta(folder / "partners.fasta", records)

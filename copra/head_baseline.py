@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from copra import config
 from copra.atomic import atomic_path, write_table, write_text
+from copra.early_stopping import EarlyStopping
 from copra.embed import read_embeddings
 from copra.metrics import compute_metrics
 from copra.provenance import write_manifest
@@ -89,7 +90,7 @@ def fit_head(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     generator = torch.Generator().manual_seed(seed)
-    best, best_value, waited, rows = None, -np.inf, 0, []
+    best, rows, stopping = None, [], EarlyStopping(settings.patience)
     for epoch in tqdm(range(1, settings.max_epochs + 1), desc="head", mininterval=5):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
@@ -103,13 +104,10 @@ def fit_head(
             total += float(loss) * len(rows_)
         valid_loss, value, _ = evaluate_outputs(model, x_valid, y_valid, targets)
         rows.append((epoch, total / len(order), valid_loss, value))
-        score = value if np.isfinite(value) else -valid_loss
-        if score > best_value:
-            best, best_value, waited = copy.deepcopy(model.state_dict()), score, 0
-        else:
-            waited += 1
-            if waited >= settings.patience:
-                break
+        if stopping.update(value, valid_loss):
+            best = copy.deepcopy(model.state_dict())
+        if stopping.stop:
+            break
     model.load_state_dict(best)
     columns = ["epoch", "train_loss", "valid_loss", f"valid_{targets.primary_metric}"]
     return model, pd.DataFrame(rows, columns=columns)

@@ -1,35 +1,107 @@
-"""Figures people compare: test metrics per task and method, with intervals."""
+"""Figures people compare: test metrics per task and method, and training curves."""
+
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from copra.atomic import atomic_path  # noqa: E402
 from copra.targets import PRIMARY_METRIC  # noqa: E402
 
 SHOWN = sorted(set(PRIMARY_METRIC.values()))
+METHOD_ORDER = ["head", "lora", "copra", "full"]
 
 
-def plot_metrics(metrics_path, output, split: str = "test") -> None:
-    """One panel per task: its primary metric per method, mean over seeds, bootstrap interval."""
-    table = pd.read_csv(metrics_path, sep="\t")
-    table = table[(table.split == split) & table.metric.isin(SHOWN)]
-    tasks = sorted(table.task.unique())
-    fig, axes = plt.subplots(
-        1, max(len(tasks), 1), figsize=(3.2 * max(len(tasks), 1), 3.2), squeeze=False
-    )
-    for ax, task in zip(axes[0], tasks, strict=False):
-        part = table[table.task == task]
-        metric = part.metric.iloc[0]
-        part = part[part.metric == metric].groupby("method")[["value", "ci_low", "ci_high"]].mean()
-        errors = [part.value - part.ci_low, part.ci_high - part.value]
-        ax.bar(part.index, part.value, yerr=errors, capsize=4, color="#4C72B0")
-        ax.set_title(task)
-        ax.set_ylabel(f"{split} {metric}")
-        ax.tick_params(axis="x", rotation=30)
+def _save(fig, output) -> None:
     fig.tight_layout()
     with atomic_path(output, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def _panels(count: int, rows: int = 1):
+    fig, axes = plt.subplots(rows, max(count, 1), figsize=(3.4 * max(count, 1), 3.2 * rows),
+                             squeeze=False)  # fmt: skip
+    return fig, axes
+
+
+def _ordered(methods) -> list[str]:
+    return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+
+
+def seed_summary(part: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds with a 95% t-interval across seeds; one seed keeps its bootstrap interval."""
+    rows = []
+    for method, runs in part.groupby("method"):
+        mean = runs.value.mean()
+        if len(runs) > 1:
+            half = stats.t.ppf(0.975, len(runs) - 1) * runs.value.std(ddof=1) / np.sqrt(len(runs))
+            low, high = mean - half, mean + half
+        else:
+            low, high = runs.ci_low.iloc[0], runs.ci_high.iloc[0]
+        rows.append((method, mean, low, high, len(runs)))
+    summary = pd.DataFrame(rows, columns=["method", "value", "low", "high", "seeds"])
+    return summary.set_index("method").loc[_ordered(summary.method)]
+
+
+def plot_metrics(metrics_path, output, split: str = "test") -> None:
+    """One panel per task: its primary metric per method over seeds, with intervals."""
+    table = pd.read_csv(metrics_path, sep="\t")
+    table = table[(table.split == split) & table.metric.isin(SHOWN)]
+    tasks = sorted(table.task.unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes[0], tasks, strict=False):
+        part = table[table.task == task]
+        metric = part.metric.iloc[0]
+        summary = seed_summary(part[part.metric == metric])
+        errors = [summary.value - summary.low, summary.high - summary.value]
+        ax.bar(summary.index, summary.value, yerr=errors, capsize=4, color="#4C72B0")
+        seeds = summary.seeds.max()
+        interval = f"95% CI over {seeds} seeds" if seeds > 1 else "bootstrap 95% CI"
+        ax.set_title(f"{task}\n({interval})", fontsize=9)
+        ax.set_ylabel(f"{split} {metric}")
+        ax.tick_params(axis="x", rotation=30)
+    _save(fig, output)
+
+
+def read_training_logs(paths) -> pd.DataFrame:
+    """Training logs of results/<task>/<method>/seed<k>/training_log.tsv, tagged by run."""
+    frames = []
+    for path in map(Path, paths):
+        log = pd.read_csv(path, sep="\t")
+        metric = next(c for c in log.columns if c.startswith("valid_") and c != "valid_loss")
+        log = log.rename(columns={metric: "valid_metric"}).assign(
+            metric=metric.removeprefix("valid_"),
+            task=path.parts[-4],
+            method=path.parts[-3],
+            seed=path.parts[-2],
+        )
+        frames.append(log)
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_training_curves(log_paths, output) -> None:
+    """Per task: validation metric (top) and training loss (bottom) per epoch, per method."""
+    logs = read_training_logs(log_paths)
+    tasks = sorted(logs.task.unique())
+    fig, axes = _panels(len(tasks), rows=2)
+    for column, task in enumerate(tasks):
+        part = logs[logs.task == task]
+        for method in _ordered(part.method.unique()):
+            for seed, run in part[part.method == method].groupby("seed"):
+                label = method if seed == part.seed.min() else None
+                color = f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else 4}"
+                axes[0][column].plot(run.epoch, run.valid_metric, color=color, label=label)
+                axes[1][column].plot(run.epoch, run.train_loss, color=color)
+        axes[0][column].set_title(task)
+        axes[0][column].set_ylabel(f"valid {part.metric.iloc[0]}")
+        axes[1][column].set_ylabel("train loss")
+        axes[1][column].set_xlabel("epoch")
+        axes[1][column].set_yscale("log")
+        axes[0][column].legend(fontsize=8)
+    _save(fig, output)

@@ -93,14 +93,14 @@ def weights_input(wildcards):
     return weights
 
 
-def model_args():
+def model_args(seed_flag="--seed"):
     model = config["model"]
     words = [
         "--model",
         model["name"],
         "--weights",
         model["weights"],
-        "--seed",
+        seed_flag,
         model["seed"],
     ]
     words += [
@@ -112,11 +112,14 @@ def model_args():
     return quoted(*words)
 
 
-def settings_args(section):
-    """`--key value` for every setting of a config section (schema defaults filled in)."""
+def settings_args(section, prefix=""):
+    """`--<prefix>key value` for every setting of a config section (schema defaults filled in)."""
     words = []
     for key, value in config[section].items():
-        words += [f"--{key.replace('_', '-')}", value]
+        if value is None:
+            continue
+        words.append(f"--{prefix}{key.replace('_', '-')}")
+        words += value if isinstance(value, list) else [value]
     return quoted(*words)
 
 
@@ -126,14 +129,25 @@ def embed_args(wildcards):
 
 def run_config(wildcards):
     """The part of the config that a run of one task depends on, recorded in its manifest."""
-    snapshot = {
-        "task": {wildcards.task: task(wildcards)},
-        "model": config["model"],
-        "embedding": config["embedding"],
-        "head": config["head"],
-        "seed": int(wildcards.seed),
-    }
+    method = getattr(wildcards, "method", "head")
+    sections = ["model", "head"]
+    sections += (
+        ["embedding"] if method == "head" else ["finetune", "lora", "layer_drop"]
+    )
+    snapshot = {section: config[section] for section in sections}
+    snapshot.update(
+        task={wildcards.task: task(wildcards)}, method=method, seed=int(wildcards.seed)
+    )
     return json.dumps(snapshot, sort_keys=True)
+
+
+def finetune_args(wildcards):
+    words = [model_args(seed_flag="--model-seed"), settings_args("finetune")]
+    words += [
+        settings_args("lora", "lora-"),
+        settings_args("layer_drop", "layer-drop-"),
+    ]
+    return " ".join(words + [settings_args("head", "head-")])
 
 
 def task_args(wildcards):
@@ -144,14 +158,20 @@ def task_args(wildcards):
     return quoted(*words)
 
 
-def run_metrics():
+def run_files(name):
+    """`name` in the folder of every run: each task, method and seed."""
     return expand(
-        "results/{task}/{method}/seed{seed}/metrics.tsv",
+        "results/{task}/{method}/seed{seed}/{name}",
         task=TASKS,
         method=config["methods"],
         seed=config["seeds"],
+        name=name,
     )
 
 
 def all_targets():
-    return ["results/metrics.tsv", "results/figures/metrics.png"]
+    return [
+        "results/metrics.tsv",
+        "results/figures/metrics.png",
+        "results/figures/training_curves.png",
+    ]

@@ -19,4 +19,4 @@ rule embed:
     params:
         args=embed_args,
     shell:
-        "copra embed {params.args} --sequence-table {input.sequences} --output {output} 2> {log}"
+        "copra --threads {threads} embed {params.args} --sequence-table {input.sequences} --output {output} 2> {log}"

@@ -15,7 +15,7 @@ rule evaluate_run:
         bootstrap=config["evaluation"]["bootstrap"],
         bootstrap_seed=config["evaluation"]["seed"],
     shell:
-        "copra evaluate --predictions {input.predictions} --targets {input.targets}"
+        "copra --threads {threads} evaluate --predictions {input.predictions} --targets {input.targets}"
         " --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
         " --bootstrap {params.bootstrap} --bootstrap-seed {params.bootstrap_seed}"
         " --output {output} 2> {log}"
@@ -23,7 +23,7 @@ rule evaluate_run:
 
 rule gather_metrics:
     input:
-        run_metrics(),
+        run_files("metrics.tsv"),
     output:
         table=report(
             "results/metrics.tsv",
@@ -59,3 +59,21 @@ rule plot_metrics:
         "../../envs/evaluate.yaml"
     shell:
         "copra plot-metrics --metrics {input} --output {output} 2> {log}"
+
+
+rule plot_training:
+    input:
+        run_files("training_log.tsv"),
+    output:
+        report(
+            "results/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
+    log:
+        "logs/plot_training.log",
+    localrule: True
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "copra plot-training --output {output} {input} 2> {log}"

@@ -23,6 +23,6 @@ rule train_head:
         config=run_config,
         out_dir=subpath(output.predictions, parent=True),
     shell:
-        "copra train-head {params.task} {params.settings} --table {input.table}"
+        "copra --threads {threads} train-head {params.task} {params.settings} --table {input.table}"
         " --embeddings {input.embeddings} --seed {wildcards.seed} --output-dir {params.out_dir}"
         " --config-json {params.config:q} 2> {log}"

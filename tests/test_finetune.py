@@ -1,0 +1,157 @@
+"""Fine-tuning: outputs, exact reload with peft, determinism, resume after a kill, bad settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from copra.backbone import load_backbone
+from copra.cli import main
+from copra.demo_data import write_demo_data
+from copra.finetune import Batcher, load_finetuned, predict, task_data
+from copra.ingest import run_ingest
+from copra.tables import read_task_table
+
+FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
+
+
+@pytest.fixture(scope="module")
+def tasks(tmp_path_factory):
+    """Small demo tasks, ingested: {name: (kind, table, sequences)}."""
+    folder = tmp_path_factory.mktemp("tasks")
+    write_demo_data(folder / "demo", 40, 0)
+    specs = {
+        "localization": ("sequence_classification", "localization.tsv", "proteins.fasta"),
+        "stability": ("sequence_regression", "stability.tsv", "proteins.fasta"),
+        "interaction": ("pair_classification", "interactions.tsv", "partners.fasta"),
+    }
+    out = {}
+    for name, (kind, labels, fasta) in specs.items():
+        task = {
+            "kind": kind,
+            "labels": folder / "demo" / labels,
+            "sequences": folder / "demo" / fasta,
+        }
+        table, sequences = folder / name / "table.tsv", folder / name / "sequences.tsv"
+        run_ingest(task, table, sequences, FRACTIONS, 0)
+        out[name] = (kind, table, sequences)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def finetune_args(tasks, name, method, out_dir, *extra):
+    kind, table, sequences = tasks[name]
+    return [
+        "--threads", "1", "finetune", "--method", method, "--kind", kind, "--table", str(table),
+        "--sequences", str(sequences), "--seed", "0", "--output-dir", str(out_dir),
+        "--model", "esm2_t6_8M_UR50D", "--weights", "random", "--batch-size", "8",
+        "--gradient-accumulation", "2", "--max-epochs", "2", "--patience", "2", *map(str, extra),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [("localization", "lora"), ("interaction", "copra"), ("stability", "full")],
+)
+def test_saved_model_reloads_and_reproduces_predictions_exactly(tasks, tmp_path, name, method):
+    out = tmp_path / method
+    assert main(finetune_args(tasks, name, method, out)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    if method == "full":
+        assert (out / "backbone.safetensors").is_file()
+        assert manifest["trainable_parameters"] == manifest["total_parameters"]
+    else:
+        adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == "esm2_t6_8M_UR50D@random-seed0"
+        assert (out / "adapter" / "adapter_model.safetensors").is_file()
+        assert 0 < manifest["trainable_parameters"] < manifest["total_parameters"] / 10
+        assert len(manifest["wrapped_modules"]) == 12
+    assert not (out / "checkpoint.pt").exists()
+
+    kind, table_path, sequences_path = tasks[name]
+    model, targets = load_finetuned(out, load_backbone("esm2_t6_8M_UR50D", "random"))
+    table = read_task_table(table_path, kind)
+    table = table[table.split != "train"]
+    seqs = pd.read_csv(sequences_path, sep="\t")
+    data = task_data(table, dict(zip(seqs.seq_hash, seqs.sequence, strict=True)), kind, targets)
+    scores = targets.scores(predict(model, data, Batcher(model.alphabet, "cpu", 1022), 16))
+    saved = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert np.array_equal(
+        scores.astype(np.float32), saved[targets.score_columns()].to_numpy(np.float32)
+    )
+
+
+def test_copra_logs_schedule_and_activation_counts(tasks, tmp_path):
+    assert main(finetune_args(tasks, "localization", "copra", tmp_path, "--max-epochs", 3)) == 0
+    schedule = pd.read_csv(tmp_path / "layer_drop.tsv", sep="\t")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    steps = manifest["optimizer_steps"]
+    assert list(schedule.step) == list(range(steps))
+    ramp = int(np.ceil(0.75 * steps))
+    expected = np.minimum(0.1 + 0.9 * schedule.step / ramp, 1.0)
+    assert np.allclose(schedule.p_active, expected)
+    assert (schedule.active_layers >= 1).all()
+    counts = manifest["layer_activation_counts"]
+    assert sorted(counts) == [str(i) for i in range(6)]
+    assert sum(counts.values()) == schedule.active_layers.sum()
+
+
+def test_same_seed_same_metrics(tasks, tmp_path):
+    for run in ("a", "b"):
+        assert main(finetune_args(tasks, "stability", "lora", tmp_path / run)) == 0
+    logs = [pd.read_csv(tmp_path / run / "training_log.tsv", sep="\t") for run in ("a", "b")]
+    pd.testing.assert_frame_equal(*logs)
+    predictions = [(tmp_path / run / "predictions.tsv").read_text() for run in ("a", "b")]
+    assert predictions[0] == predictions[1]
+
+
+def test_killed_job_resumes_to_the_same_result(tasks, tmp_path):
+    args = finetune_args(tasks, "interaction", "copra", tmp_path / "killed", "--max-epochs", 4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "copra", *args], env=env,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint.exists() and process.poll() is None, "the job ended before a checkpoint"
+    time.sleep(0.5)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "predictions.tsv").exists()
+
+    assert main(args) == 0  # the rerun resumes
+    straight = finetune_args(
+        tasks, "interaction", "copra", tmp_path / "straight", "--max-epochs", 4
+    )
+    assert main(straight) == 0
+    for name in ("training_log.tsv", "predictions.tsv", "layer_drop.tsv"):
+        resumed = (tmp_path / "killed" / name).read_text()
+        assert resumed == (tmp_path / "straight" / name).read_text(), name
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lora-rank", "400"], "lora.rank 400 does not fit"),
+        (["--lora-target-modules", "k_proj", "key"], "not known; valid: q_proj, k_proj"),
+        (["--lora-layers-to-transform", "7"], "outside 0..5"),
+    ],
+)
+def test_bad_settings_fail_before_training(tasks, tmp_path, capsys, extra, message):
+    assert main(finetune_args(tasks, "localization", "lora", tmp_path, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

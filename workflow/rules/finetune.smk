@@ -1,0 +1,50 @@
+# Fine-tuning per task (copra/finetune.py): LoRA and CopRA adapters in peft's format, and full
+# fine-tuning. A killed job resumes from the checkpoint of its last finished epoch.
+
+
+rule finetune_adapter:
+    input:
+        table="results/{task}/data/table.tsv",
+        sequences="results/{task}/data/sequences.tsv",
+        weights=weights_input,
+    output:
+        predictions="results/{task}/{method}/seed{seed}/predictions.tsv",
+        targets="results/{task}/{method}/seed{seed}/targets.json",
+        adapter_config="results/{task}/{method}/seed{seed}/adapter/adapter_config.json",
+        adapter="results/{task}/{method}/seed{seed}/adapter/adapter_model.safetensors",
+        head="results/{task}/{method}/seed{seed}/head.safetensors",
+        history="results/{task}/{method}/seed{seed}/training_log.tsv",
+        manifest="results/{task}/{method}/seed{seed}/manifest.json",
+    log:
+        "logs/finetune/{task}/{method}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/finetune/{task}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method="lora|copra",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+    params:
+        task=task_args,
+        settings=finetune_args,
+        config=run_config,
+        out_dir=subpath(output.predictions, parent=True),
+    shell:
+        "copra --threads {threads} finetune --method {wildcards.method} {params.task}"
+        " {params.settings} --table {input.table} --sequences {input.sequences}"
+        " --seed {wildcards.seed} --output-dir {params.out_dir}"
+        " --config-json {params.config:q} 2> {log}"
+
+
+use rule finetune_adapter as finetune_full with:
+    output:
+        predictions="results/{task}/{method}/seed{seed}/predictions.tsv",
+        targets="results/{task}/{method}/seed{seed}/targets.json",
+        backbone="results/{task}/{method}/seed{seed}/backbone.safetensors",
+        head="results/{task}/{method}/seed{seed}/head.safetensors",
+        history="results/{task}/{method}/seed{seed}/training_log.tsv",
+        manifest="results/{task}/{method}/seed{seed}/manifest.json",
+    wildcard_constraints:
+        method="full",
