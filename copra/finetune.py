@@ -95,7 +95,7 @@ class Batcher:
 
     def __init__(self, alphabet, device, max_residues: int):
         self.converter = alphabet.get_batch_converter()
-        self.device = device
+        self.device = torch.device(device)
         self.max_residues = max_residues
 
     def tokens(self, data: TaskData, rows: list[int], generator=None) -> list[torch.Tensor]:
@@ -316,7 +316,8 @@ def save_weights(model: ProteinModel, method: str, out_dir: Path) -> None:
             save_model(model.backbone, str(tmp))
     else:
         with atomic_directory(out_dir / "adapter") as tmp:
-            model.backbone.save_pretrained(str(tmp))
+            # No embedding layers are adapted; False also skips peft's hub query about them.
+            model.backbone.save_pretrained(str(tmp), save_embedding_layers=False)
     with atomic_path(out_dir / "head.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(tmp))
 
