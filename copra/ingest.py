@@ -191,6 +191,12 @@ def ingest_task(
     """Read, check and normalize one task; returns (table, sequence table)."""
     if kind not in KINDS:
         raise InputError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if multilabel and kind != "sequence_classification":
+        raise InputError(
+            f"multilabel: true needs kind sequence_classification, not {kind}; its head would "
+            "predict several classes for a task that has none",
+            path=labels,
+        )
     frame = read_label_table(labels, header)
     if frame.empty:
         raise InputError("label table has no rows", path=labels)

@@ -155,3 +155,40 @@ def test_bad_settings_fail_before_training(tasks, tmp_path, capsys, extra, messa
     assert main(finetune_args(tasks, "localization", "lora", tmp_path, *extra)) == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_multilabel_task_trains_and_is_evaluated(tmp_path):
+    """Several classes per protein: through ingest, training and the metrics."""
+    write_demo_data(tmp_path / "demo", 40, 1)
+    demo = pd.read_csv(tmp_path / "demo" / "localization.tsv", sep="\t")
+    stability = pd.read_csv(tmp_path / "demo" / "stability.tsv", sep="\t")
+    extra = np.where(stability.label > stability.label.median(), ";aromatic", "")
+    demo["label"] = demo.label + extra
+    demo.to_csv(tmp_path / "multi.tsv", sep="\t", index=False)
+    task = {"kind": "sequence_classification", "labels": tmp_path / "multi.tsv",
+            "sequences": tmp_path / "demo" / "proteins.fasta", "multilabel": True}  # fmt: skip
+    table, sequences = tmp_path / "table.tsv", tmp_path / "sequences.tsv"
+    run_ingest(task, table, sequences, FRACTIONS, 0)
+    args = finetune_args({"multi": ("sequence_classification", table, sequences)}, "multi", "lora",
+                         tmp_path / "run", "--multilabel", "--max-epochs", 1)  # fmt: skip
+    assert main(args) == 0
+    targets = json.loads((tmp_path / "run" / "targets.json").read_text())
+    assert targets["kind"] == "multilabel" and "aromatic" in targets["classes"]
+    assert main(["evaluate", "--predictions", str(tmp_path / "run" / "predictions.tsv"),
+                 "--targets", str(tmp_path / "run" / "targets.json"), "--task", "multi",
+                 "--method", "lora", "--seed", "0", "--bootstrap", "10",
+                 "--output", str(tmp_path / "metrics.tsv")]) == 0  # fmt: skip
+    metrics = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
+    assert set(metrics.metric) == {"aupr", "auroc", "f1_macro"}
+
+
+def test_multilabel_head_needs_a_classification_task(tmp_path, capsys):
+    (tmp_path / "a.fasta").write_text(">p1\nMKV\n>p2\nMKL\n")
+    (tmp_path / "a.tsv").write_text("id\tlabel\tsplit\np1\t1.5\ttrain\np2\t2.0\tvalid\n")
+    out = tmp_path / "out"
+    args = ["ingest", "--kind", "sequence_regression", "--multilabel", "--labels",
+            str(tmp_path / "a.tsv"), "--sequences", str(tmp_path / "a.fasta"), "--table",
+            str(out / "t.tsv"), "--sequence-table", str(out / "s.tsv")]  # fmt: skip
+    assert main(args) == 2
+    assert "multilabel: true needs kind sequence_classification" in capsys.readouterr().err
+    assert not out.exists()
