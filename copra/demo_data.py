@@ -80,7 +80,7 @@ def pair_task(rng, n: int, folder: Path) -> None:
         for i, s in enumerate(sticky)
     ]
     _write_fasta(folder / "partners.fasta", records)
-    a, b = rng.integers(0, n, size=(2, 3 * n))
+    a, b = rng.integers(0, n, size=(2, 2 * n))
     keep = a != b
     a, b = a[keep], b[keep]
     noise = rng.random(a.size) < 0.05

@@ -5,6 +5,7 @@ Pairs go through the one shared backbone separately and are combined symmetrical
 
 import torch
 from torch import nn
+from torch.nn.functional import pad
 
 from copra.task_head import TaskHead, combine_pair, combined_dim
 
@@ -44,7 +45,11 @@ class ProteinModel(nn.Module):
         return mean_pool(out["representations"][self.num_layers], tokens, self.alphabet)
 
     def forward(self, tokens: torch.Tensor, tokens_b: torch.Tensor | None = None) -> torch.Tensor:
-        pooled = self.pooled(tokens)
-        if tokens_b is not None:
-            pooled = combine_pair(pooled, self.pooled(tokens_b), self.pair_combination)
-        return self.head(pooled.float())
+        if tokens_b is None:
+            return self.head(self.pooled(tokens).float())
+        # Both proteins of every pair in one pass of the shared backbone.
+        width = max(tokens.shape[1], tokens_b.shape[1])
+        padded = [pad(t, (0, width - t.shape[1]), value=self.alphabet.padding_idx)
+                  for t in (tokens, tokens_b)]  # fmt: skip
+        pooled_a, pooled_b = self.pooled(torch.cat(padded)).chunk(2)
+        return self.head(combine_pair(pooled_a, pooled_b, self.pair_combination).float())
