@@ -8,6 +8,7 @@ and a checkpoint every epoch from which a killed job resumes to the same result.
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from copra import config
 from copra.atomic import atomic_directory, atomic_path, write_table, write_text
 from copra.backbone import load_backbone
 from copra.device import autocast, pick_device, precision
-from copra.early_stopping import EarlyStopping
+from copra.early_stopping import EarlyStopping, check_converged
 from copra.errors import InputError
 from copra.layer_drop import LayerDropper, LayerDropSettings
 from copra.lora import LoraSettings, add_lora, lora_layers_by_block, wrapped_module_names
@@ -258,7 +259,8 @@ class Trainer:
                 self.epoch, train_loss, valid_loss, self.targets.primary_metric, value,
             )  # fmt: skip
             self.save(checkpoint)
-        self.model.load_state_dict(self.best_state, strict=False)
+        best = check_converged(self.best_state, "finetune.learning_rate (full_learning_rate)")
+        self.model.load_state_dict(best, strict=False)
 
     def save(self, path: Path) -> None:
         state = {
@@ -304,7 +306,8 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 1024)
 
 
 def save_weights(model: ProteinModel, method: str, out_dir: Path) -> None:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from copra import config
 from copra.atomic import atomic_path, write_table, write_text
-from copra.early_stopping import EarlyStopping
+from copra.early_stopping import EarlyStopping, check_converged
 from copra.embed import read_embeddings
 from copra.metrics import compute_metrics
 from copra.provenance import write_manifest
@@ -108,7 +108,7 @@ def fit_head(
             best = copy.deepcopy(model.state_dict())
         if stopping.stop:
             break
-    model.load_state_dict(best)
+    model.load_state_dict(check_converged(best, "head.learning_rate"))
     columns = ["epoch", "train_loss", "valid_loss", f"valid_{targets.primary_metric}"]
     return model, pd.DataFrame(rows, columns=columns)
 

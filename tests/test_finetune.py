@@ -192,3 +192,11 @@ def test_multilabel_head_needs_a_classification_task(tmp_path, capsys):
     assert main(args) == 2
     assert "multilabel: true needs kind sequence_classification" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_diverging_training_stops_with_a_clear_error(tasks, tmp_path, capsys):
+    args = finetune_args(tasks, "stability", "lora", tmp_path, "--learning-rate", "1e30",
+                         "--max-grad-norm", "1e30", "--max-epochs", 1)  # fmt: skip
+    assert main(args) == 2
+    assert "training diverged" in capsys.readouterr().err
+    assert not (tmp_path / "predictions.tsv").exists()
