@@ -31,6 +31,7 @@ from copra.protein_model import ProteinModel
 from copra.provenance import file_sha256, write_manifest
 from copra.tables import PAIR_KIND, read_task_table, write_predictions
 from copra.targets import Targets
+from copra.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
 METHODS = ("lora", "copra", "full")
@@ -435,26 +436,13 @@ def run_finetune(
 def load_finetuned(run_dir, backbone) -> tuple[ProteinModel, Targets]:
     """A trained run as a model again: peft adapter (or full weights) and head on `backbone`."""
     from peft import PeftModel
-    from safetensors.torch import load_file, load_model
+    from safetensors.torch import load_model
 
-    run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    expected = manifest["backbone"]
-    if [expected["name"], expected["weights"]] != [backbone.name, backbone.weights_id]:
-        raise InputError(
-            f"was trained on {expected['name']} ({expected['weights']}), not on "
-            f"{backbone.name} ({backbone.weights_id})",
-            path=run_dir,
-        )
-    targets = Targets.from_json((run_dir / "targets.json").read_text())
+    run = TrainedRun.open(run_dir)
+    run.check_backbone(backbone)
     network = backbone.model
-    if manifest["method"] == "full":
-        load_model(network, str(run_dir / "backbone.safetensors"))
+    if run.manifest["method"] == "full":
+        load_model(network, str(run.folder / "backbone.safetensors"))
     else:
-        network = PeftModel.from_pretrained(network, str(run_dir / "adapter"))
-    head = manifest["head"]
-    pair = head["pair_combination"] if manifest["kind"] == PAIR_KIND else None
-    model = ProteinModel(network, backbone.alphabet, backbone.num_layers, backbone.embed_dim,
-                         targets.out_dim, head["hidden"], head["dropout"], pair)  # fmt: skip
-    model.head.load_state_dict(load_file(str(run_dir / "head.safetensors")))
-    return model, targets
+        network = PeftModel.from_pretrained(network, str(run.adapter_folder))
+    return run.model(network, backbone), run.targets

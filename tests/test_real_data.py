@@ -34,6 +34,7 @@ def yeast_run(shared_data, tmp_path_factory):
                 "header": False,
             }
         },
+        "methods": ["head"],  # fine-tuning on real data: tests/test_finetune_real_data.py
         "evaluation": {"bootstrap": 100},
     }
     config_path = workdir / "yeast.yaml"

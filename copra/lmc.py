@@ -1,0 +1,114 @@
+"""Linear mode connectivity of two adapters of one task and method (different seeds).
+
+Two paths: `product` interpolates dW = s B A exactly, `factors` interpolates A and B separately
+(cross terms). Heads are interpolated linearly on both. Loss and the task metric at every alpha,
+and the barrier: the largest rise above the straight line between the endpoints.
+"""
+
+import copy
+import logging
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from copra.adapter_algebra import (
+    interpolate_factors,
+    load_adapter,
+    weighted_delta_sum,
+    with_adapter,
+)
+from copra.atomic import write_table
+from copra.backbone import load_backbone
+from copra.errors import InputError
+from copra.finetune import Batcher, predict, task_data
+from copra.metrics import compute_metrics
+from copra.tables import read_task_table
+from copra.trained_run import TrainedRun
+
+log = logging.getLogger(__name__)
+COLUMNS = ["task", "method", "seed_a", "seed_b", "path", "alpha", "split", "metric", "value"]
+PATHS = ("product", "factors")
+SPLITS = ("valid", "test")
+
+
+def path_adapter(adapters, path: str, alpha: float):
+    if path == "product":
+        return weighted_delta_sum(adapters, [1 - alpha, alpha])
+    return interpolate_factors(*adapters, alpha)
+
+
+def interpolate_heads(a: dict, b: dict, alpha: float) -> dict:
+    return {k: (1 - alpha) * a[k] + alpha * b[k] for k in a}
+
+
+def score_split(model, data, targets, batcher) -> dict[str, float]:
+    """Loss and primary metric of `model` on one split."""
+    outputs = predict(model, data, batcher, 16)
+    labels = data.targets.numpy()
+    if targets.kind == "regression":
+        labels = labels * targets.std + targets.mean
+    metric = compute_metrics(labels, targets.scores(outputs), targets)[targets.primary_metric]
+    return {"loss": float(targets.loss(outputs, data.targets)), targets.primary_metric: metric}
+
+
+def barriers(curve: pd.DataFrame) -> pd.DataFrame:
+    """max over alpha of how far loss rises above (metric falls below) the endpoints' line."""
+    rows = []
+    keys = ["task", "method", "seed_a", "seed_b", "path", "split", "metric"]
+    for key, part in curve.groupby(keys):
+        part = part.sort_values("alpha")
+        alpha, value = part.alpha.to_numpy(), part.value.to_numpy()
+        line = (1 - alpha) * value[0] + alpha * value[-1]
+        rise = value - line if key[-1] == "loss" else line - value
+        rows.append((*key, float(np.max(rise))))
+    return pd.DataFrame(rows, columns=[*keys, "barrier"])
+
+
+def run_lmc(
+    run_a,
+    run_b,
+    table_path,
+    sequences_path,
+    output,
+    *,
+    task: str,
+    alphas: int,
+    model_name: str,
+    weights: str,
+    model_seed: int = 0,
+    weights_dir=None,
+) -> pd.DataFrame:
+    """Evaluate both interpolation paths between two runs; write the tidy curve table."""
+    runs = [TrainedRun.open(run_a), TrainedRun.open(run_b)]
+    method = runs[0].manifest["method"]
+    if method not in ("lora", "copra") or runs[1].manifest["method"] != method:
+        raise InputError(f"{run_a} and {run_b} must be LoRA or CopRA runs of one method")
+    if runs[0].targets != runs[1].targets:
+        raise InputError(f"{run_a} and {run_b} have different label spaces: not one task")
+    backbone = load_backbone(model_name, weights, seed=model_seed, weights_dir=weights_dir)
+    for run in runs:
+        run.check_backbone(backbone)
+    adapters = [load_adapter(run.adapter_folder) for run in runs]
+    heads = [run.head_state() for run in runs]
+    kind, targets = runs[0].manifest["kind"], runs[0].targets
+    table = read_task_table(table_path, kind)
+    seqs = pd.read_csv(sequences_path, sep="\t", dtype=str)
+    sequences = dict(zip(seqs.seq_hash, seqs.sequence, strict=True))
+    data = {s: task_data(table[table.split == s], sequences, kind, targets) for s in SPLITS}
+    batcher = Batcher(backbone.alphabet, "cpu", runs[0].manifest["settings"]["max_residues"])
+    seeds = [run.manifest["seed"] for run in runs]
+    rows = []
+    grid = np.linspace(0, 1, alphas)
+    for path in PATHS:
+        for alpha in tqdm(grid, desc=f"{task} {method} {path}", mininterval=10):
+            network = with_adapter(
+                copy.deepcopy(backbone.model), path_adapter(adapters, path, alpha)
+            )
+            model = runs[0].model(network, backbone, interpolate_heads(*heads, alpha))
+            for split in SPLITS:
+                for metric, value in score_split(model, data[split], targets, batcher).items():
+                    rows.append((task, method, *seeds, path, float(alpha), split, metric, value))
+    curve = pd.DataFrame(rows, columns=COLUMNS)
+    write_table(output, curve)
+    return curve
