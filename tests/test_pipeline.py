@@ -23,7 +23,8 @@ def test_demo_metrics_cover_every_task(demo_run):
     ]  # fmt: skip
     assert set(metrics.task) == {"localization", "membrane", "stability", "interaction"}
     assert set(metrics.split) == {"valid", "test"}
-    assert set(metrics.method) == {"head"}
+    assert set(metrics.method) == {"head", "lora", "copra", "full"}
+    assert len(metrics.groupby(["task", "method"])) == 16
     regression = metrics[metrics.task == "stability"]
     assert set(regression.metric) == {"spearman", "pearson", "rmse", "mae"}
     classification = metrics[metrics.task == "interaction"]
@@ -44,7 +45,11 @@ def test_demo_records_provenance(demo_run):
     run = json.loads((demo_run / "results/interaction/head/seed0/manifest.json").read_text())
     assert run["seed"] == 0 and run["trainable_parameters"] > 0
     assert run["config"]["task"]["interaction"]["kind"] == "pair_classification"
-    assert (demo_run / "results" / "figures" / "metrics.png").stat().st_size > 10_000
+    for figure in ("metrics.png", "training_curves.png"):
+        assert (demo_run / "results" / "figures" / figure).stat().st_size > 10_000
+    copra_run = json.loads((demo_run / "results/stability/copra/seed0/manifest.json").read_text())
+    assert copra_run["wrapped_modules"] and copra_run["layer_activation_counts"]
+    assert (demo_run / "results/stability/copra/seed0/adapter/adapter_model.safetensors").is_file()
 
 
 def test_rerun_does_no_work(demo_run):
@@ -55,4 +60,4 @@ def test_rerun_does_no_work(demo_run):
 def test_report_is_written(demo_run):
     snakemake(demo_run, "--configfile", REPO / "config.yaml", "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
-    assert "metrics.tsv" in html and "metrics.png" in html
+    assert "metrics.tsv" in html and "metrics.png" in html and "training_curves.png" in html
