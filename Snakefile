@@ -17,6 +17,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/head_baseline.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/lmc.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -178,6 +178,30 @@ def cmd_plot_training(args):
     plot_training_curves(args.logs, args.output)
 
 
+def cmd_lmc(args):
+    from copra.lmc import run_lmc
+
+    run_lmc(
+        args.run_a,
+        args.run_b,
+        args.table,
+        args.sequences,
+        args.output,
+        task=args.task,
+        alphas=args.alphas,
+        model_name=args.model,
+        weights=args.weights,
+        model_seed=args.model_seed,
+        weights_dir=args.weights_dir,
+    )
+
+
+def cmd_gather_lmc(args):
+    from copra.lmc import gather_lmc
+
+    gather_lmc(args.inputs, args.output, args.barriers, args.figure)
+
+
 def _model_options(parser, seed_flag: str = "--seed"):
     parser.add_argument(
         "--model", default=config.default("model.name"), help="ESM-2 name or a .pt file"
@@ -278,6 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, LayerDropSettings, "layer_drop_")
     _add_settings(p, HeadSettings, "head_")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("lmc", help="linear mode connectivity between two runs' adapters")
+    _model_options(p, seed_flag="--model-seed")
+    p.add_argument("--run-a", required=True, help="results/<task>/<method>/seed<a>")
+    p.add_argument("--run-b", required=True, help="results/<task>/<method>/seed<b>")
+    p.add_argument("--table", required=True)
+    p.add_argument("--sequences", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--alphas", type=int, default=config.default("lmc.alphas"))
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_lmc)
+
+    p = sub.add_parser("gather-lmc", help="one LMC table, its barriers and the figure")
+    p.add_argument("--output", required=True)
+    p.add_argument("--barriers", required=True)
+    p.add_argument("--figure", required=True)
+    p.add_argument("inputs", nargs="+")
+    p.set_defaults(func=cmd_gather_lmc)
 
     p = sub.add_parser("evaluate", help="metrics with bootstrap intervals of one run")
     p.add_argument("--predictions", required=True)

@@ -42,6 +42,12 @@ def interpolate_heads(a: dict, b: dict, alpha: float) -> dict:
     return {k: (1 - alpha) * a[k] + alpha * b[k] for k in a}
 
 
+def path_model(runs, adapters, heads, backbone, path: str, alpha: float):
+    """The model at `alpha` on `path`: a fresh copy of the backbone under the combined adapter."""
+    network = with_adapter(copy.deepcopy(backbone.model), path_adapter(adapters, path, alpha))
+    return runs[0].model(network, backbone, interpolate_heads(*heads, alpha))
+
+
 def score_split(model, data, targets, batcher) -> dict[str, float]:
     """Loss and primary metric of `model` on one split."""
     outputs = predict(model, data, batcher, 16)
@@ -112,3 +118,13 @@ def run_lmc(
     curve = pd.DataFrame(rows, columns=COLUMNS)
     write_table(output, curve)
     return curve
+
+
+def gather_lmc(inputs, output, barriers_output, figure) -> None:
+    """One curve table for all pairs, the barrier table, and the figure (LoRA beside CopRA)."""
+    from copra.plots import plot_lmc
+
+    curve = pd.concat([pd.read_csv(p, sep="\t") for p in inputs], ignore_index=True)
+    write_table(output, curve)
+    write_table(barriers_output, barriers(curve))
+    plot_lmc(output, figure)

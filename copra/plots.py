@@ -105,3 +105,24 @@ def plot_training_curves(log_paths, output) -> None:
         axes[1][column].set_yscale("log")
         axes[0][column].legend(fontsize=8)
     _save(fig, output)
+
+
+def plot_lmc(curve_path, output, split: str = "test") -> None:
+    """Rows: tasks; columns: methods. The task metric along both interpolation paths."""
+    curve = pd.read_csv(curve_path, sep="\t")
+    curve = curve[(curve.split == split) & (curve.metric != "loss")]
+    tasks, methods = sorted(curve.task.unique()), _ordered(curve.method.unique())
+    fig, axes = plt.subplots(len(tasks), len(methods), figsize=(3.6 * len(methods), 3 * len(tasks)),
+                             squeeze=False, sharey="row")  # fmt: skip
+    for row, task in enumerate(tasks):
+        for column, method in enumerate(methods):
+            ax = axes[row][column]
+            part = curve[(curve.task == task) & (curve.method == method)]
+            for path, style in (("product", "-"), ("factors", "--")):
+                line = part[part.path == path].sort_values("alpha")
+                ax.plot(line.alpha, line.value, style, marker="o", markersize=3, label=path)
+            ax.set_title(f"{task}: {method}", fontsize=10)
+            ax.set_xlabel("alpha (seed a -> seed b)")
+            ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
+            ax.legend(fontsize=8)
+    _save(fig, output)

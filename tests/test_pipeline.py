@@ -45,7 +45,7 @@ def test_demo_records_provenance(demo_run):
     run = json.loads((demo_run / "results/interaction/head/seed0/manifest.json").read_text())
     assert run["seed"] == 0 and run["trainable_parameters"] > 0
     assert run["config"]["task"]["interaction"]["kind"] == "pair_classification"
-    for figure in ("metrics.png", "training_curves.png"):
+    for figure in ("metrics.png", "training_curves.png", "lmc.png"):
         assert (demo_run / "results" / "figures" / figure).stat().st_size > 10_000
     copra_run = json.loads((demo_run / "results/stability/copra/seed0/manifest.json").read_text())
     assert copra_run["wrapped_modules"] and copra_run["layer_activation_counts"]
@@ -61,3 +61,15 @@ def test_report_is_written(demo_run):
     snakemake(demo_run, "--configfile", REPO / "config.yaml", "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
     assert "metrics.tsv" in html and "metrics.png" in html and "training_curves.png" in html
+
+
+def test_demo_measures_linear_mode_connectivity(demo_run):
+    curve = pd.read_csv(demo_run / "results" / "lmc.tsv", sep="\t")
+    assert set(curve.method) == {"lora", "copra"} and set(curve.task) == {
+        "localization",
+        "stability",
+    }
+    assert set(curve.path) == {"product", "factors"} and curve.alpha.nunique() == 6
+    barriers = pd.read_csv(demo_run / "results" / "lmc_barriers.tsv", sep="\t")
+    assert len(barriers) == 2 * 2 * 2 * 2 * 2  # tasks, methods, paths, splits, metrics
+    assert (barriers.barrier >= 0).all()  # the endpoints lie on their own line

@@ -34,6 +34,7 @@ def yeast_run(shared_data, tmp_path_factory):
                 "header": False,
             }
         },
+        "model": {"name": "esm2_t6_8M_UR50D", "weights": "random"},
         "methods": ["head"],  # fine-tuning on real data: tests/test_finetune_real_data.py
         "evaluation": {"bootstrap": 100},
     }

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 # The demo's head baseline only: the report has every category and figure, in about a minute.
 METHODS = "methods=[head]"
+LMC_OFF = 'lmc={"methods": []}'  # the head baseline alone: fast
 WINDOW = (1400, 900)
 CHROMIUM_ARGS = (
     "--headless",
@@ -126,7 +127,7 @@ def chromium() -> Path:
 def report(chromium, tmp_path_factory) -> Path:
     """report.html of the demo's head baseline, written by Snakemake."""
     workdir = tmp_path_factory.mktemp("report")
-    args = ("--configfile", REPO / "config.yaml", "--config", METHODS)
+    args = ("--configfile", REPO / "config.yaml", "--config", METHODS, LMC_OFF)
     snakemake(workdir, *args)
     snakemake(workdir, *args, "--report", "report.html")
     return workdir / "report.html"
@@ -193,9 +194,11 @@ def test_report_screenshot(chromium, report, driven_report, tmp_path, view):
     assert pixels.shape[:2] == (WINDOW[1], WINDOW[0])
     colours = np.unique((pixels * 255).round().astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 50, f"{len(colours)} colours: a blank or one-colour page?"
-    # The navigation bar (left, grey) and the content (right, mostly white) are both there.
-    navbar, content = pixels[100:700, :250], pixels[100:700, 350:]
-    assert navbar.mean() < 0.5 < content.mean(), (navbar.mean(), content.mean())
-    if view == "evaluation":  # the figure metrics.png fills a good part of the content
-        drawn = (content.min(axis=2) < 0.9).mean()
-        assert drawn > 0.05, f"only {drawn:.1%} of the content is drawn: no figure?"
+    # Right of the navigation bar: the workflow description and the rule graph (about 1.5% of
+    # the area drawn), or the figure metrics.png (about 20%). The navigation bar's colours are
+    # left alone: the report styles itself with Tailwind's in-browser compiler, which races
+    # with React, and under load the bar now and then stays light grey (seen 2 in 10 times).
+    content = pixels[100:700, 350:]
+    drawn = (content.min(axis=2) < 0.9).mean()
+    least = 0.05 if view == "evaluation" else 0.005
+    assert drawn > least, f"only {drawn:.2%} of the content is drawn: a blank page?"

@@ -24,9 +24,10 @@ DEMO_TASKS = {"localization", "membrane", "stability", "interaction"}
 # The demo's head baseline on SLURM: the rules that run as SLURM jobs (the rest are localrules),
 # and how many of each. Fine-tuning (minutes a job on 2 CPU cores) is left to test_pipeline.py.
 METHODS = "methods=[head]"
+LMC_OFF = 'lmc={"methods": []}'  # the head baseline alone: fast
 SLURM_RULES = {"ingest": 4, "embed": 4, "train_head": 4, "evaluate_run": 4}
 # The rules the profile gives a GPU.
-GPU_RULES = {"embed", "finetune_adapter", "finetune_full"}
+GPU_RULES = {"embed", "finetune_adapter", "finetune_full", "lmc"}
 # What every run on the CI cluster needs: it has no accounting database, so no sacct and no
 # accounts (plugin 2.8.0 declares --slurm-no-account but never reads it: its account guess fails
 # and it submits without -A); jobs stay visible to squeue for MinJobAge (600 s). Status checks
@@ -90,6 +91,7 @@ def slurm_run(tmp_path_factory):
             REPO / "config.yaml",
             "--config",
             METHODS,
+            LMC_OFF,
             "--profile",
             PROFILE,
             "--executor",

@@ -5,9 +5,10 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.common.configfile import load_configfile
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
 from copra.config import check_keys  # noqa: E402
@@ -15,21 +16,27 @@ from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
 from copra.job_environment import put_copra_on_path  # noqa: E402
 
 
-def tasks_of_this_run():
-    """The last --configfile that defines tasks replaces config.yaml's demo tasks.
+def config_of_this_run():
+    """A --configfile that defines tasks makes a run of its own: the demo's config.yaml (its
+    tasks and demo-sized settings) is left out, and the schema's defaults fill in the rest.
 
-    Snakemake merges config files recursively, which would otherwise run the demo beside them;
-    tasks given with --config are added on top.
+    Snakemake would otherwise merge config.yaml into it, running the demo beside the user's tasks.
     """
     settings = workflow.config_settings
-    defined = [load_configfile(path) for path in settings.configfiles]
-    defined = [loaded["tasks"] for loaded in defined if "tasks" in loaded]
-    if defined:
-        config["tasks"] = copy.deepcopy(defined[-1])
-        config["tasks"].update(copy.deepcopy(dict(settings.config).get("tasks", {})))
+    demo = Path(workflow.basedir, "config.yaml").resolve()
+    own = [
+        load_configfile(p) for p in settings.configfiles if Path(p).resolve() != demo
+    ]
+    if not any("tasks" in loaded for loaded in own):
+        return
+    merged = {}
+    for loaded in [*own, dict(settings.config)]:
+        update_config(merged, copy.deepcopy(loaded))
+    config.clear()
+    config.update(merged)
 
 
-tasks_of_this_run()
+config_of_this_run()
 check_keys(config)
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
@@ -44,6 +51,8 @@ wildcard_constraints:
     task="|".join(map(re.escape, TASKS)),
     method="[a-z]+",
     seed=r"\d+",
+    seed_a=r"\d+",
+    seed_b=r"\d+",
 
 
 def task(wildcards):
@@ -141,8 +150,12 @@ def run_config(wildcards):
     return json.dumps(snapshot, sort_keys=True)
 
 
+def model_args_for_training(wildcards):
+    return model_args(seed_flag="--model-seed")
+
+
 def finetune_args(wildcards):
-    words = [model_args(seed_flag="--model-seed"), settings_args("finetune")]
+    words = [model_args_for_training(wildcards), settings_args("finetune")]
     words += [
         settings_args("lora", "lora-"),
         settings_args("layer_drop", "layer-drop-"),
@@ -169,9 +182,38 @@ def run_files(name):
     )
 
 
+def lmc_tasks():
+    return TASKS if config["lmc"]["tasks"] is None else config["lmc"]["tasks"]
+
+
+def lmc_tables():
+    seed_a, seed_b = config["lmc"]["seeds"]
+    return expand(
+        "results/lmc/{task}/{method}/seed{seed_a}-seed{seed_b}.tsv",
+        task=lmc_tasks(),
+        method=config["lmc"]["methods"],
+        seed_a=seed_a,
+        seed_b=seed_b,
+    )
+
+
+def lmc_inputs(wildcards):
+    """Both runs' adapter, head and manifest; Snakemake trains missing seeds."""
+    inputs = {}
+    for side, seed in (("a", wildcards.seed_a), ("b", wildcards.seed_b)):
+        run = f"results/{wildcards.task}/{wildcards.method}/seed{seed}"
+        inputs[f"manifest_{side}"] = f"{run}/manifest.json"
+        inputs[f"adapter_{side}"] = f"{run}/adapter/adapter_model.safetensors"
+        inputs[f"head_{side}"] = f"{run}/head.safetensors"
+    return inputs
+
+
 def all_targets():
-    return [
+    targets = [
         "results/metrics.tsv",
         "results/figures/metrics.png",
         "results/figures/training_curves.png",
     ]
+    if config["lmc"]["methods"]:
+        targets += ["results/lmc.tsv", "results/figures/lmc.png"]
+    return targets
