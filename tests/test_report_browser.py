@@ -23,7 +23,7 @@ from matplotlib.image import imread
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-# The demo's head baseline only: the report has every category and figure, in about a minute.
+# The demo's head baseline only: the report has every category and figure, in ~2 min on 2 cores.
 METHODS = "methods=[head]"
 LMC_OFF = 'lmc={"methods": []}'  # the head baseline alone: fast
 WINDOW = (1400, 900)
