@@ -29,7 +29,7 @@ from copra.lora import LoraSettings, add_lora, lora_layers_by_block, wrapped_mod
 from copra.metrics import compute_metrics
 from copra.protein_model import ProteinModel
 from copra.provenance import file_sha256, write_manifest
-from copra.tables import PAIR_KIND, read_task_table, write_predictions
+from copra.tables import PAIR_KIND, read_sequences, read_task_table, write_predictions
 from copra.targets import Targets
 from copra.trained_run import TrainedRun
 
@@ -356,8 +356,7 @@ def run_finetune(
         k: config.default(f"head.{k}") for k in ("hidden", "dropout", "pair_combination")
     }
     table = read_task_table(table_path, kind)
-    seq_table = pd.read_csv(sequences_path, sep="\t", dtype=str)
-    sequences = dict(zip(seq_table.seq_hash, seq_table.sequence, strict=True))
+    sequences = read_sequences(sequences_path)
     train_rows = table[table.split == "train"]
     targets = Targets.from_training(kind, train_rows["label"], multilabel, label_separator)
     data = {

@@ -23,7 +23,7 @@ from copra.backbone import load_backbone
 from copra.errors import InputError
 from copra.finetune import Batcher, predict, task_data
 from copra.metrics import compute_metrics
-from copra.tables import read_task_table
+from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,7 @@ def run_lmc(
     heads = [run.head_state() for run in runs]
     kind, targets = runs[0].manifest["kind"], runs[0].targets
     table = read_task_table(table_path, kind)
-    seqs = pd.read_csv(sequences_path, sep="\t", dtype=str)
-    sequences = dict(zip(seqs.seq_hash, seqs.sequence, strict=True))
+    sequences = read_sequences(sequences_path)
     data = {s: task_data(table[table.split == s], sequences, kind, targets) for s in SPLITS}
     batcher = Batcher(backbone.alphabet, "cpu", runs[0].manifest["settings"]["max_residues"])
     seeds = [run.manifest["seed"] for run in runs]

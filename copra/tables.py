@@ -17,6 +17,12 @@ def read_task_table(path, kind: str) -> pd.DataFrame:
     )
 
 
+def read_sequences(path) -> dict[str, str]:
+    """The sequence table written by ingest, as {sequence hash: sequence}."""
+    table = pd.read_csv(path, sep="\t", dtype=str)
+    return dict(zip(table.seq_hash, table.sequence, strict=True))
+
+
 def key_columns(kind: str) -> list[str]:
     return ["id_a", "id_b"] if kind == PAIR_KIND else ["id"]
 

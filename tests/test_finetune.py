@@ -17,7 +17,7 @@ from copra.cli import main
 from copra.demo_data import write_demo_data
 from copra.finetune import Batcher, load_finetuned, predict, task_data
 from copra.ingest import run_ingest
-from copra.tables import read_task_table
+from copra.tables import read_sequences, read_task_table
 
 FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 
@@ -85,8 +85,7 @@ def test_saved_model_reloads_and_reproduces_predictions_exactly(tasks, tmp_path,
     model, targets = load_finetuned(out, load_backbone("esm2_t6_8M_UR50D", "random"))
     table = read_task_table(table_path, kind)
     table = table[table.split != "train"]
-    seqs = pd.read_csv(sequences_path, sep="\t")
-    data = task_data(table, dict(zip(seqs.seq_hash, seqs.sequence, strict=True)), kind, targets)
+    data = task_data(table, read_sequences(sequences_path), kind, targets)
     scores = targets.scores(predict(model, data, Batcher(model.alphabet, "cpu", 1022), 16))
     saved = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert np.array_equal(

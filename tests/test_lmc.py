@@ -21,7 +21,7 @@ from copra.errors import InputError
 from copra.finetune import Batcher, predict, task_data
 from copra.ingest import run_ingest
 from copra.lmc import barriers, path_model, run_lmc
-from copra.tables import read_task_table
+from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
 MODEL = {"model_name": "esm2_t6_8M_UR50D", "weights": "random"}
@@ -56,10 +56,7 @@ def test_endpoints_reproduce_each_run_exactly(two_seeds):
     targets = runs[0].targets
     table = read_task_table(table_path, "sequence_regression")
     table = table[table.split != "train"]
-    seqs = pd.read_csv(sequences_path, sep="\t")
-    data = task_data(
-        table, dict(zip(seqs.seq_hash, seqs.sequence, strict=True)), "sequence_regression", targets
-    )
+    data = task_data(table, read_sequences(sequences_path), "sequence_regression", targets)
     batcher = Batcher(backbone.alphabet, "cpu", 1022)
     for path in ("product", "factors"):
         for alpha, seed in ((0.0, 0), (1.0, 1)):
