@@ -118,11 +118,9 @@ def cmd_train_head(args):
 
 def cmd_finetune(args):
     from copra.finetune import FinetuneSettings, run_finetune
-    from copra.head_baseline import HeadSettings
     from copra.layer_drop import LayerDropSettings
     from copra.lora import LoraSettings
 
-    head = _settings(args, HeadSettings, "head_")
     run_finetune(
         args.table,
         args.sequences,
@@ -140,7 +138,7 @@ def cmd_finetune(args):
         settings=_settings(args, FinetuneSettings),
         lora=_settings(args, LoraSettings, "lora_"),
         layer_drop=_settings(args, LayerDropSettings, "layer_drop_"),
-        head={k: getattr(head, k) for k in ("hidden", "dropout", "pair_combination")},
+        head={name: getattr(args, f"head_{name}") for name in config.HEAD_ARCHITECTURE},
         config_snapshot=_config_snapshot(args.config_json),
     )
 
@@ -300,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, FinetuneSettings)
     _add_settings(p, LoraSettings, "lora_")
     _add_settings(p, LayerDropSettings, "layer_drop_")
-    _add_settings(p, HeadSettings, "head_")
+    for name in config.HEAD_ARCHITECTURE:
+        default = config.default(f"head.{name}")
+        p.add_argument(f"--head-{name.replace('_', '-')}", type=type(default), default=default)
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("lmc", help="linear mode connectivity between two runs' adapters")

@@ -13,6 +13,8 @@ import yaml
 from copra.errors import InputError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+# The `head:` settings that fine-tuned models share with the head baseline (the rest is training).
+HEAD_ARCHITECTURE = ("hidden", "dropout", "pair_combination")
 
 
 @functools.cache

@@ -352,9 +352,7 @@ def run_finetune(
     out_dir = Path(out_dir)
     settings, lora = settings or FinetuneSettings(), lora or LoraSettings()
     layer_drop = layer_drop or LayerDropSettings()
-    head = head or {
-        k: config.default(f"head.{k}") for k in ("hidden", "dropout", "pair_combination")
-    }
+    head = head or {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
     table = read_task_table(table_path, kind)
     sequences = read_sequences(sequences_path)
     train_rows = table[table.split == "train"]

@@ -11,7 +11,7 @@ from snakemake.common.configfile import load_configfile
 from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
-from copra.config import check_keys  # noqa: E402
+from copra.config import HEAD_ARCHITECTURE, check_keys  # noqa: E402
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
 from copra.job_environment import put_copra_on_path  # noqa: E402
 
@@ -121,11 +121,11 @@ def model_args(seed_flag="--seed"):
     return quoted(*words)
 
 
-def settings_args(section, prefix=""):
-    """`--<prefix>key value` for every setting of a config section (schema defaults filled in)."""
+def settings_args(section, prefix="", keys=None):
+    """`--<prefix>key value` for the settings (`keys`, default all) of a config section."""
     words = []
     for key, value in config[section].items():
-        if value is None:
+        if value is None or (keys is not None and key not in keys):
             continue
         words.append(f"--{prefix}{key.replace('_', '-')}")
         words += value if isinstance(value, list) else [value]
@@ -160,7 +160,7 @@ def finetune_args(wildcards):
         settings_args("lora", "lora-"),
         settings_args("layer_drop", "layer-drop-"),
     ]
-    return " ".join(words + [settings_args("head", "head-")])
+    return " ".join(words + [settings_args("head", "head-", HEAD_ARCHITECTURE)])
 
 
 def task_args(wildcards):
