@@ -120,7 +120,7 @@ class ChunkEncoder:
 class PooledSequences:
     """Sums window representations per residue, then mean-pools each finished sequence."""
 
-    def __init__(self, sequences: list[str], chunks: list[Chunk]):
+    def __init__(self, chunks: list[Chunk]):
         self.lengths = {}
         self.pending = {}
         for chunk in chunks:
@@ -179,7 +179,7 @@ def embed_sequences(
         )
     backbone.model.to(device)
     encoder = ChunkEncoder(backbone, layer, device, names)
-    pooled = PooledSequences(sequences, chunks)
+    pooled = PooledSequences(chunks)
     out = np.zeros((len(sequences), backbone.embed_dim), dtype=np.float32)
     with tqdm(total=len(sequences), desc="embedding", unit="seq", mininterval=5) as bar:
         for batch in token_batches(chunks, settings.batch_tokens):

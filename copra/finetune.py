@@ -26,7 +26,7 @@ from copra.early_stopping import EarlyStopping, check_converged
 from copra.errors import InputError
 from copra.layer_drop import LayerDropper, LayerDropSettings
 from copra.lora import LoraSettings, add_lora, lora_layers_by_block, wrapped_module_names
-from copra.metrics import compute_metrics
+from copra.metrics import loss_and_primary_metric
 from copra.protein_model import ProteinModel
 from copra.provenance import file_sha256, write_manifest
 from copra.tables import PAIR_KIND, read_sequences, read_task_table, write_predictions
@@ -238,13 +238,7 @@ class Trainer:
         return predict(self.model, data, self.batcher, self.settings.eval_batch_size)
 
     def validate(self, data: TaskData) -> tuple[float, float]:
-        outputs = self.predict(data)
-        loss = float(self.targets.loss(outputs, data.targets))
-        labels = data.targets.numpy()
-        if self.targets.kind == "regression":
-            labels = labels * self.targets.std + self.targets.mean
-        scores = self.targets.scores(outputs)
-        return loss, compute_metrics(labels, scores, self.targets)[self.targets.primary_metric]
+        return loss_and_primary_metric(self.predict(data), data.targets, self.targets)
 
     def fit(self, train: TaskData, valid: TaskData, checkpoint: Path) -> None:
         """Train epoch by epoch from wherever the checkpoint left off."""

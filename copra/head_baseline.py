@@ -20,7 +20,7 @@ from copra import config
 from copra.atomic import atomic_path, write_table, write_text
 from copra.early_stopping import EarlyStopping, check_converged
 from copra.embed import read_embeddings
-from copra.metrics import compute_metrics
+from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
 from copra.tables import PAIR_KIND, read_task_table, write_predictions
 from copra.targets import Targets
@@ -65,17 +65,11 @@ def features(
     return torch.from_numpy(np.stack([vectors[h] for h in table["seq_hash"]]))
 
 
-def evaluate_outputs(model, x, y, targets: Targets) -> tuple[float, float, torch.Tensor]:
-    """(loss, primary metric, outputs) of `model` on one split."""
+def evaluate_outputs(model, x, y, targets: Targets) -> tuple[float, float]:
+    """(loss, primary metric) of `model` on one split."""
     model.eval()
     with torch.no_grad():
-        outputs = model(x)
-        loss = float(targets.loss(outputs, y))
-    labels = y.numpy()
-    if targets.kind == "regression":
-        labels = labels * targets.std + targets.mean
-    value = compute_metrics(labels, targets.scores(outputs), targets)[targets.primary_metric]
-    return loss, value, outputs
+        return loss_and_primary_metric(model(x), y, targets)
 
 
 def fit_head(
@@ -102,7 +96,7 @@ def fit_head(
             loss.backward()
             optimizer.step()
             total += float(loss) * len(rows_)
-        valid_loss, value, _ = evaluate_outputs(model, x_valid, y_valid, targets)
+        valid_loss, value = evaluate_outputs(model, x_valid, y_valid, targets)
         rows.append((epoch, total / len(order), valid_loss, value))
         if stopping.update(value, valid_loss):
             best = copy.deepcopy(model.state_dict())

@@ -11,9 +11,9 @@ import pandas as pd
 from copra.atomic import write_table
 from copra.errors import InputError
 from copra.sequences import clean_sequence, read_fasta, sequence_hash
+from copra.tables import PAIR_KIND
 
 SPLITS = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
-PAIR_KIND = "pair_classification"
 KINDS = ("sequence_classification", "sequence_regression", PAIR_KIND)
 
 

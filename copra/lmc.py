@@ -22,7 +22,7 @@ from copra.atomic import write_table
 from copra.backbone import load_backbone
 from copra.errors import InputError
 from copra.finetune import Batcher, predict, task_data
-from copra.metrics import compute_metrics
+from copra.metrics import loss_and_primary_metric
 from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
@@ -50,12 +50,8 @@ def path_model(runs, adapters, heads, backbone, path: str, alpha: float):
 
 def score_split(model, data, targets, batcher) -> dict[str, float]:
     """Loss and primary metric of `model` on one split."""
-    outputs = predict(model, data, batcher, 16)
-    labels = data.targets.numpy()
-    if targets.kind == "regression":
-        labels = labels * targets.std + targets.mean
-    metric = compute_metrics(labels, targets.scores(outputs), targets)[targets.primary_metric]
-    return {"loss": float(targets.loss(outputs, data.targets)), targets.primary_metric: metric}
+    loss, metric = loss_and_primary_metric(predict(model, data, batcher, 16), data.targets, targets)
+    return {"loss": loss, targets.primary_metric: metric}
 
 
 def barriers(curve: pd.DataFrame) -> pd.DataFrame:

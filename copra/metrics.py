@@ -98,3 +98,12 @@ def bootstrap_intervals(
             tuple(np.percentile(values, [2.5, 97.5])) if values.size else (np.nan, np.nan)
         )
     return intervals
+
+
+def loss_and_primary_metric(outputs, encoded, targets: Targets) -> tuple[float, float]:
+    """The training loss and the primary metric of raw model outputs against encoded targets."""
+    labels = encoded.numpy()
+    if targets.kind == "regression":
+        labels = labels * targets.std + targets.mean
+    metric = compute_metrics(labels, targets.scores(outputs), targets)[targets.primary_metric]
+    return float(targets.loss(outputs, encoded)), metric
