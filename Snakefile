@@ -18,6 +18,8 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/head_baseline.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/lmc.smk"
+include: "workflow/rules/merging.smk"
+include: "workflow/rules/federated.smk"
 include: "workflow/rules/evaluate.smk"
 
 

@@ -111,11 +111,27 @@ def delta_weights(adapter: Adapter) -> dict[str, torch.Tensor]:
     }
 
 
-def with_adapter(network: torch.nn.Module, adapter: Adapter) -> PeftModel:
-    """`network` (consumed: pass a copy) wrapped by peft with `adapter`'s weights."""
-    fields = {k: v for k, v in adapter.config.items() if k != "base_model_name_or_path"}
-    model = get_peft_model(network, LoraConfig(**fields))
-    result = set_peft_model_state_dict(model, adapter.tensors)
+def lora_config(adapter: Adapter) -> LoraConfig:
+    return LoraConfig(**{k: v for k, v in adapter.config.items() if k != "base_model_name_or_path"})
+
+
+def load_into(model: PeftModel, adapter: Adapter, name: str) -> None:
+    """Set the weights of `model`'s adapter `name` to `adapter`'s."""
+    result = set_peft_model_state_dict(model, adapter.tensors, adapter_name=name)
     if result.unexpected_keys:
-        raise InputError(f"adapter keys do not fit the backbone: {result.unexpected_keys[:3]}")
+        raise InputError(
+            f"{adapter.name}: adapter keys do not fit the backbone: {result.unexpected_keys[:3]}"
+        )
+
+
+def with_adapter(network: torch.nn.Module, adapter: Adapter, name: str = "default") -> PeftModel:
+    """`network` (consumed: pass a copy) wrapped by peft with `adapter`'s weights."""
+    model = get_peft_model(network, lora_config(adapter), adapter_name=name)
+    load_into(model, adapter, name)
     return model
+
+
+def add_adapter(model: PeftModel, adapter: Adapter, name: str) -> None:
+    """One more (inactive) adapter `name` in `model`, with `adapter`'s weights."""
+    model.add_adapter(name, lora_config(adapter))
+    load_into(model, adapter, name)

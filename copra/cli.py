@@ -26,6 +26,8 @@ def _add_settings(parser: argparse.ArgumentParser, settings_class, prefix: str =
         if "list" in str(field.type):
             item = int if field.name.startswith("layers") else str
             parser.add_argument(flag, type=item, nargs="+", default=default)
+        elif default is None:  # an optional number (e.g. merging's svd_rank)
+            parser.add_argument(flag, type=int, default=None)
         else:
             parser.add_argument(flag, type=type(default), default=default)
 
@@ -116,31 +118,63 @@ def cmd_train_head(args):
     )
 
 
-def cmd_finetune(args):
-    from copra.finetune import FinetuneSettings, run_finetune
+def _training_kwargs(args) -> dict:
+    """What fine-tuning and federated training share: the task, settings and config."""
+    from copra.finetune import FinetuneSettings
     from copra.layer_drop import LayerDropSettings
     from copra.lora import LoraSettings
+
+    return {
+        "kind": args.kind,
+        "multilabel": args.multilabel,
+        "label_separator": args.label_separator,
+        "settings": _settings(args, FinetuneSettings),
+        "lora": _settings(args, LoraSettings, "lora_"),
+        "layer_drop": _settings(args, LayerDropSettings, "layer_drop_"),
+        "head": {name: getattr(args, f"head_{name}") for name in config.HEAD_ARCHITECTURE},
+        "config_snapshot": _config_snapshot(args.config_json),
+        **_model_kwargs(args),
+    }
+
+
+def cmd_finetune(args):
+    from copra.finetune import run_finetune
 
     run_finetune(
         args.table,
         args.sequences,
         args.output_dir,
-        kind=args.kind,
         method=args.method,
         seed=args.seed,
-        model_name=args.model,
-        weights=args.weights,
-        model_seed=args.model_seed,
-        weights_dir=args.weights_dir,
         download_url=args.download_url,
-        multilabel=args.multilabel,
-        label_separator=args.label_separator,
-        settings=_settings(args, FinetuneSettings),
-        lora=_settings(args, LoraSettings, "lora_"),
-        layer_drop=_settings(args, LayerDropSettings, "layer_drop_"),
-        head={name: getattr(args, f"head_{name}") for name in config.HEAD_ARCHITECTURE},
-        config_snapshot=_config_snapshot(args.config_json),
+        **_training_kwargs(args),
     )
+
+
+def cmd_federate(args):
+    from copra.federated import run_federated
+
+    run_federated(
+        args.table,
+        args.sequences,
+        args.output,
+        task=args.task,
+        method=args.method,
+        partition=args.partition,
+        aggregations=args.aggregations,
+        clients=args.clients,
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        dirichlet_alpha=args.dirichlet_alpha,
+        seed=args.seed,
+        **_training_kwargs(args),
+    )
+
+
+def cmd_gather_federated(args):
+    from copra.federated import gather_federated
+
+    gather_federated(args.inputs, args.output, args.figure)
 
 
 def cmd_evaluate(args):
@@ -187,11 +221,45 @@ def cmd_lmc(args):
         args.output,
         task=args.task,
         alphas=args.alphas,
-        model_name=args.model,
-        weights=args.weights,
-        model_seed=args.model_seed,
-        weights_dir=args.weights_dir,
+        **_model_kwargs(args),
     )
+
+
+def cmd_merge(args):
+    from copra.merging import MergeSettings, merge_seeds
+
+    merge_seeds(
+        args.runs,
+        args.table,
+        args.sequences,
+        args.output,
+        task=args.task,
+        schemes=args.schemes,
+        combinations=args.combinations,
+        settings=_settings(args, MergeSettings),
+        config_snapshot=_config_snapshot(args.config_json),
+        **_model_kwargs(args),
+    )
+
+
+def cmd_merge_tasks(args):
+    from copra.merging import MergeSettings, merge_tasks
+
+    merge_tasks(
+        {name: (run, table, sequences) for name, run, table, sequences in args.task},
+        args.output,
+        weight=args.weight,
+        combinations=args.combinations,
+        settings=_settings(args, MergeSettings),
+        config_snapshot=_config_snapshot(args.config_json),
+        **_model_kwargs(args),
+    )
+
+
+def cmd_gather_merging(args):
+    from copra.merging import gather_merging
+
+    gather_merging(args.inputs, args.output, args.figures)
 
 
 def cmd_gather_lmc(args):
@@ -212,6 +280,16 @@ def _model_options(parser, seed_flag: str = "--seed"):
     parser.add_argument("--download-url", default=config.default("model.download_url"))
 
 
+def _model_kwargs(args) -> dict:
+    """The backbone of runs trained with `--model-seed`."""
+    return {
+        "model_name": args.model,
+        "weights": args.weights,
+        "model_seed": args.model_seed,
+        "weights_dir": args.weights_dir,
+    }
+
+
 def _task_options(parser):
     parser.add_argument(
         "--kind",
@@ -222,12 +300,40 @@ def _task_options(parser):
     parser.add_argument("--label-separator", default=";")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from copra.embed import EmbeddingSettings
+def _training_options(parser):
+    """The task, backbone, fine-tuning, LoRA, layer-dropping and head options of training."""
     from copra.finetune import FinetuneSettings
-    from copra.head_baseline import HeadSettings
     from copra.layer_drop import LayerDropSettings
     from copra.lora import LoraSettings
+
+    _task_options(parser)
+    _model_options(parser, seed_flag="--model-seed")
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--sequences", required=True, help="the task's sequence table from ingest")
+    parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
+    _add_settings(parser, FinetuneSettings)
+    _add_settings(parser, LoraSettings, "lora_")
+    _add_settings(parser, LayerDropSettings, "layer_drop_")
+    for name in config.HEAD_ARCHITECTURE:
+        default = config.default(f"head.{name}")
+        flag = f"--head-{name.replace('_', '-')}"
+        parser.add_argument(flag, type=type(default), default=default)
+
+
+def _merge_options(parser):
+    from copra.merging import COMBINATIONS, MergeSettings
+
+    _model_options(parser, seed_flag="--model-seed")
+    _add_settings(parser, MergeSettings)
+    parser.add_argument("--combinations", nargs="+", choices=COMBINATIONS,
+                        default=config.default("merging.combinations"))  # fmt: skip
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from copra.embed import EmbeddingSettings
+    from copra.head_baseline import HeadSettings
 
     parser = argparse.ArgumentParser(prog="copra", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -287,21 +393,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_head)
 
     p = sub.add_parser("finetune", help="fine-tune with LoRA, CopRA (layer dropping) or fully")
-    _task_options(p)
-    _model_options(p, seed_flag="--model-seed")
+    _training_options(p)
     p.add_argument("--method", required=True, choices=["lora", "copra", "full"])
-    p.add_argument("--table", required=True)
-    p.add_argument("--sequences", required=True, help="the task's sequence table from ingest")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
-    _add_settings(p, FinetuneSettings)
-    _add_settings(p, LoraSettings, "lora_")
-    _add_settings(p, LayerDropSettings, "layer_drop_")
-    for name in config.HEAD_ARCHITECTURE:
-        default = config.default(f"head.{name}")
-        p.add_argument(f"--head-{name.replace('_', '-')}", type=type(default), default=default)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("federate", help="federated LoRA or CopRA over clients of a task")
+    _training_options(p)
+    p.add_argument("--method", required=True, choices=["lora", "copra"])
+    p.add_argument("--task", required=True)
+    p.add_argument("--partition", required=True, choices=["iid", "dirichlet"])
+    p.add_argument("--aggregations", nargs="+", default=config.default("federated.aggregations"))
+    for name in ("clients", "rounds", "local_epochs", "dirichlet_alpha", "seed"):
+        default = config.default(f"federated.{name}")
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_federate)
+
+    p = sub.add_parser("gather-federated", help="one federated table and its figure")
+    p.add_argument("--output", required=True)
+    p.add_argument("--figure", required=True)
+    p.add_argument("inputs", nargs="+")
+    p.set_defaults(func=cmd_gather_federated)
 
     p = sub.add_parser("lmc", help="linear mode connectivity between two runs' adapters")
     _model_options(p, seed_flag="--model-seed")
@@ -313,6 +427,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alphas", type=int, default=config.default("lmc.alphas"))
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_lmc)
+
+    p = sub.add_parser("merge", help="merge seeds' adapters of one task with every method")
+    _merge_options(p)
+    p.add_argument("--runs", nargs="+", required=True, help="results/<task>/<method>/seed<k>...")
+    p.add_argument("--table", required=True)
+    p.add_argument("--sequences", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--schemes", nargs="+", default=config.default("merging.schemes"))
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("merge-tasks", help="merge one adapter per task into one backbone")
+    _merge_options(p)
+    p.add_argument("--task", nargs=4, action="append", required=True,
+                   metavar=("NAME", "RUN", "TABLE", "SEQUENCES"))  # fmt: skip
+    p.add_argument("--weight", type=float, default=config.default("merging.multitask_weight"))
+    p.set_defaults(func=cmd_merge_tasks)
+
+    p = sub.add_parser("gather-merging", help="one merging table and a figure per task")
+    p.add_argument("--output", required=True)
+    p.add_argument("--figures", required=True, help="folder of <task>.png")
+    p.add_argument("inputs", nargs="+")
+    p.set_defaults(func=cmd_gather_merging)
 
     p = sub.add_parser("gather-lmc", help="one LMC table, its barriers and the figure")
     p.add_argument("--output", required=True)

@@ -5,6 +5,7 @@ crops in training and fair-esm truncation in evaluation, early stopping on the v
 and a checkpoint every epoch from which a killed job resumes to the same result.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -111,14 +112,20 @@ class Batcher:
 
 
 @torch.no_grad()
-def predict(model: ProteinModel, data: TaskData, batcher: Batcher, batch_size: int) -> torch.Tensor:
-    """Raw outputs of `model` in eval mode, in row order (length-sorted batches, truncation)."""
+def predict(
+    model: ProteinModel, data: TaskData, batcher: Batcher, batch_size: int, float32: bool = False
+) -> torch.Tensor:
+    """Raw outputs of `model` in eval mode, in row order (length-sorted batches, truncation).
+
+    On a GPU the forward runs under bf16 autocast unless `float32`.
+    """
     model.eval()
+    precision = contextlib.nullcontext if float32 else lambda: autocast(batcher.device)
     order = sorted(range(len(data.sequences)), key=lambda i: data.lengths[i])
     outputs = None
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        with autocast(batcher.device):
+        with precision():
             batch = model(*batcher.tokens(data, rows)).float().cpu()
         if outputs is None:
             outputs = torch.empty(len(order), batch.shape[1])
@@ -159,6 +166,11 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
+
+
+def steps_per_epoch(rows: int, settings: FinetuneSettings) -> int:
+    """Optimizer steps in one epoch over `rows` training rows (the last group may be short)."""
+    return math.ceil(math.ceil(rows / settings.batch_size) / settings.gradient_accumulation)
 
 
 class Trainer:
@@ -359,9 +371,8 @@ def run_finetune(
         model_name, weights, seed=model_seed, weights_dir=weights_dir, download_url=download_url
     )
     model = build_model(method, backbone, targets, kind, lora, head)
-    batches = math.ceil(len(data["train"].sequences) / settings.batch_size)
-    steps_per_epoch = math.ceil(batches / settings.gradient_accumulation)
-    trainer = Trainer(model, method, targets, settings, seed, steps_per_epoch, layer_drop)
+    steps = steps_per_epoch(len(data["train"].sequences), settings)
+    trainer = Trainer(model, method, targets, settings, seed, steps, layer_drop)
     trainer.fingerprint = json.dumps(
         [
             method,

@@ -20,10 +20,11 @@ from copra.adapter_algebra import (
 )
 from copra.atomic import write_table
 from copra.backbone import load_backbone
+from copra.device import pick_device
 from copra.errors import InputError
 from copra.finetune import Batcher, predict, task_data
 from copra.metrics import loss_and_primary_metric
-from copra.tables import read_sequences, read_task_table
+from copra.tables import concat_tables, read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,16 @@ def interpolate_heads(a: dict, b: dict, alpha: float) -> dict:
     return {k: (1 - alpha) * a[k] + alpha * b[k] for k in a}
 
 
-def path_model(runs, adapters, heads, backbone, path: str, alpha: float):
+def path_model(runs, adapters, heads, backbone, path: str, alpha: float, device="cpu"):
     """The model at `alpha` on `path`: a fresh copy of the backbone under the combined adapter."""
     network = with_adapter(copy.deepcopy(backbone.model), path_adapter(adapters, path, alpha))
-    return runs[0].model(network, backbone, interpolate_heads(*heads, alpha))
+    return runs[0].model(network, backbone, interpolate_heads(*heads, alpha)).float().to(device)
 
 
 def score_split(model, data, targets, batcher) -> dict[str, float]:
     """Loss and primary metric of `model` on one split."""
-    loss, metric = loss_and_primary_metric(predict(model, data, batcher, 16), data.targets, targets)
+    outputs = predict(model, data, batcher, 16, float32=True)
+    loss, metric = loss_and_primary_metric(outputs, data.targets, targets)
     return {"loss": loss, targets.primary_metric: metric}
 
 
@@ -97,16 +99,14 @@ def run_lmc(
     table = read_task_table(table_path, kind)
     sequences = read_sequences(sequences_path)
     data = {s: task_data(table[table.split == s], sequences, kind, targets) for s in SPLITS}
-    batcher = Batcher(backbone.alphabet, "cpu", runs[0].manifest["settings"]["max_residues"])
+    device = pick_device()
+    batcher = Batcher(backbone.alphabet, device, runs[0].manifest["settings"]["max_residues"])
     seeds = [run.manifest["seed"] for run in runs]
     rows = []
     grid = np.linspace(0, 1, alphas)
     for path in PATHS:
         for alpha in tqdm(grid, desc=f"{task} {method} {path}", mininterval=10):
-            network = with_adapter(
-                copy.deepcopy(backbone.model), path_adapter(adapters, path, alpha)
-            )
-            model = runs[0].model(network, backbone, interpolate_heads(*heads, alpha))
+            model = path_model(runs, adapters, heads, backbone, path, alpha, device)
             for split in SPLITS:
                 for metric, value in score_split(model, data[split], targets, batcher).items():
                     rows.append((task, method, *seeds, path, float(alpha), split, metric, value))
@@ -119,7 +119,7 @@ def gather_lmc(inputs, output, barriers_output, figure) -> None:
     """One curve table for all pairs, the barrier table, and the figure (LoRA beside CopRA)."""
     from copra.plots import plot_lmc
 
-    curve = pd.concat([pd.read_csv(p, sep="\t") for p in inputs], ignore_index=True)
+    curve = concat_tables(inputs)
     write_table(output, curve)
     write_table(barriers_output, barriers(curve))
     plot_lmc(output, figure)

@@ -95,7 +95,7 @@ def plot_training_curves(log_paths, output) -> None:
         for method in _ordered(part.method.unique()):
             for seed, run in part[part.method == method].groupby("seed"):
                 label = method if seed == part.seed.min() else None
-                color = f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else 4}"
+                color = method_colour(method)
                 axes[0][column].plot(run.epoch, run.valid_metric, color=color, label=label)
                 axes[1][column].plot(run.epoch, run.train_loss, color=color)
         axes[0][column].set_title(task)
@@ -123,6 +123,63 @@ def plot_lmc(curve_path, output, split: str = "test") -> None:
                 ax.plot(line.alpha, line.value, style, marker="o", markersize=3, label=path)
             ax.set_title(f"{task}: {method}", fontsize=10)
             ax.set_xlabel("alpha (seed a -> seed b)")
+            ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
+            ax.legend(fontsize=8)
+    _save(fig, output)
+
+
+def method_colour(method: str) -> str:
+    return f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else 4}"
+
+
+def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
+    """Per task: the merged models' metric per combination, LoRA beside CopRA, one panel per
+    weighting; dashed lines are the sources' mean (each source with its own head)."""
+    table = table[(table.split == split) & (table.metric != "loss")]
+    for task, part in table.groupby("task"):
+        panels = list(dict.fromkeys(zip(part["merge"], part.weights, strict=True)))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False,
+                                 sharey=True)  # fmt: skip
+        for ax, (merge, weights) in zip(axes[0], panels, strict=True):
+            panel = part[(part["merge"] == merge) & (part.weights == weights)]
+            methods = _ordered(panel.method.unique())
+            combinations = list(dict.fromkeys(panel.combination))
+            width = 0.8 / len(methods)
+            for k, method in enumerate(methods):
+                rows = panel[panel.method == method].set_index("combination").loc[combinations]
+                x = np.arange(len(combinations)) + (k - (len(methods) - 1) / 2) * width
+                colour = method_colour(method)
+                ax.bar(x, rows.merged, width, color=colour, label=method)
+                ax.axhline(rows.source_mean.iloc[0], color=colour, linestyle="--", linewidth=1)
+            ax.set_xticks(np.arange(len(combinations)), combinations, rotation=60, ha="right",
+                          fontsize=8)  # fmt: skip
+            title = f"{len(weights.split(':'))} seeds {weights}" if merge == "seeds" else "tasks"
+            ax.set_title(f"{task}: {title}", fontsize=10)
+            ax.set_ylabel(f"{split} {panel.metric.iloc[0]}")
+            ax.legend(fontsize=8, title="dashed: sources", title_fontsize=7)
+        _save(fig, Path(folder) / f"{task}.png")
+
+
+def plot_federated(table: pd.DataFrame, output, split: str = "test") -> None:
+    """Rows: task and partition; columns: aggregations. The global model's metric per round,
+    one line per method (LoRA vs CopRA)."""
+    table = table[(table.split == split) & (table.metric != "loss")]
+    panels = list(dict.fromkeys(zip(table.task, table.partition, strict=True)))
+    aggregations = list(dict.fromkeys(table.aggregation))
+    fig, axes = plt.subplots(len(panels), len(aggregations), squeeze=False, sharey="row",
+                             figsize=(3.4 * len(aggregations), 2.8 * len(panels)))  # fmt: skip
+    for row, (task, partition) in enumerate(panels):
+        for column, aggregation in enumerate(aggregations):
+            ax = axes[row][column]
+            part = table[(table.task == task) & (table.partition == partition)
+                         & (table.aggregation == aggregation)]  # fmt: skip
+            for method in _ordered(part.method.unique()):
+                line = part[part.method == method].sort_values("round")
+                ax.plot(line["round"], line.value, marker="o", markersize=3,
+                        color=method_colour(method), label=method)  # fmt: skip
+            clients = part.clients.iloc[0] if len(part) else "?"
+            ax.set_title(f"{task}, {partition}, {clients} clients: {aggregation}", fontsize=9)
+            ax.set_xlabel("round")
             ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
             ax.legend(fontsize=8)
     _save(fig, output)

@@ -33,3 +33,8 @@ def write_predictions(path, table: pd.DataFrame, kind: str, targets: Targets, sc
     for i, column in enumerate(targets.score_columns()):
         out[column] = scores[:, i]
     write_table(path, out)
+
+
+def concat_tables(paths) -> pd.DataFrame:
+    """The TSV tables at `paths`, one below the other."""
+    return pd.concat([pd.read_csv(path, sep="\t") for path in paths], ignore_index=True)

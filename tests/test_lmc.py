@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import small_regression_task, train_runs
 
 from copra.adapter_algebra import (
     delta_weights,
@@ -15,11 +16,8 @@ from copra.adapter_algebra import (
     weighted_delta_sum,
 )
 from copra.backbone import load_backbone
-from copra.cli import main
-from copra.demo_data import write_demo_data
 from copra.errors import InputError
 from copra.finetune import Batcher, predict, task_data
-from copra.ingest import run_ingest
 from copra.lmc import barriers, path_model, run_lmc
 from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
@@ -29,21 +27,11 @@ MODEL = {"model_name": "esm2_t6_8M_UR50D", "weights": "random"}
 
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory):
-    """Two LoRA runs (seeds 0 and 1) of a small regression task."""
+    """Two LoRA runs (seeds 0 and 1) of a small regression task, in seed0/ and seed1/."""
     folder = tmp_path_factory.mktemp("lmc")
-    write_demo_data(folder / "demo", 40, 0)
-    task = {"kind": "sequence_regression", "labels": folder / "demo" / "stability.tsv",
-            "sequences": folder / "demo" / "proteins.fasta"}  # fmt: skip
-    table, sequences = folder / "table.tsv", folder / "sequences.tsv"
-    run_ingest(task, table, sequences, {"train": 0.7, "valid": 0.15, "test": 0.15}, 0)
-    threads = torch.get_num_threads()
-    for seed in (0, 1):
-        args = ["--threads", "1", "finetune", "--method", "lora", "--kind", "sequence_regression",
-                "--table", str(table), "--sequences", str(sequences), "--seed", str(seed),
-                "--output-dir", str(folder / f"seed{seed}"), "--model", "esm2_t6_8M_UR50D",
-                "--weights", "random", "--batch-size", "8", "--max-epochs", "1"]  # fmt: skip
-        assert main(args) == 0
-    torch.set_num_threads(threads)
+    table, sequences = small_regression_task(folder)
+    for seed, run in enumerate(train_runs(folder, table, sequences, [0, 1])):
+        run.rename(folder / f"seed{seed}")
     return folder, table, sequences
 
 

@@ -182,30 +182,146 @@ def run_files(name):
     )
 
 
-def lmc_tasks():
-    return TASKS if config["lmc"]["tasks"] is None else config["lmc"]["tasks"]
-
-
 def lmc_tables():
     seed_a, seed_b = config["lmc"]["seeds"]
     return expand(
         "results/lmc/{task}/{method}/seed{seed_a}-seed{seed_b}.tsv",
-        task=lmc_tasks(),
+        task=section_tasks("lmc"),
         method=config["lmc"]["methods"],
         seed_a=seed_a,
         seed_b=seed_b,
     )
 
 
+def adapter_run_files(task, method, seed, side=""):
+    """The files of a trained adapter run that its readers need; Snakemake trains it if missing."""
+    run = f"results/{task}/{method}/seed{seed}"
+    return {
+        f"manifest{side}": f"{run}/manifest.json",
+        f"adapter{side}": f"{run}/adapter/adapter_model.safetensors",
+        f"head{side}": f"{run}/head.safetensors",
+    }
+
+
 def lmc_inputs(wildcards):
-    """Both runs' adapter, head and manifest; Snakemake trains missing seeds."""
+    """Both runs' adapter, head and manifest."""
     inputs = {}
     for side, seed in (("a", wildcards.seed_a), ("b", wildcards.seed_b)):
-        run = f"results/{wildcards.task}/{wildcards.method}/seed{seed}"
-        inputs[f"manifest_{side}"] = f"{run}/manifest.json"
-        inputs[f"adapter_{side}"] = f"{run}/adapter/adapter_model.safetensors"
-        inputs[f"head_{side}"] = f"{run}/head.safetensors"
+        inputs.update(
+            adapter_run_files(wildcards.task, wildcards.method, seed, f"_{side}")
+        )
     return inputs
+
+
+def section_tasks(section):
+    """The tasks a section (lmc, merging, federated) covers: its `tasks`, or every task."""
+    chosen = config[section]["tasks"]
+    return TASKS if chosen is None else chosen
+
+
+def merging_seeds():
+    """The seeds the schemes need: a scheme of n weights merges the first n seeds."""
+    longest = max(len(s.split(":")) for s in config["merging"]["schemes"])
+    return config["merging"]["seeds"][:longest]
+
+
+def merge_seeds_inputs(wildcards):
+    inputs = {
+        "table": f"results/{wildcards.task}/data/table.tsv",
+        "sequences": f"results/{wildcards.task}/data/sequences.tsv",
+    }
+    for seed in merging_seeds():
+        inputs.update(
+            adapter_run_files(wildcards.task, wildcards.method, seed, f"_{seed}")
+        )
+    return inputs
+
+
+def merge_seeds_runs(wildcards):
+    runs = [
+        f"results/{wildcards.task}/{wildcards.method}/seed{s}" for s in merging_seeds()
+    ]
+    return quoted(*runs)
+
+
+def merge_tasks_inputs(wildcards):
+    seed = config["merging"]["seeds"][0]
+    inputs = {}
+    for name in section_tasks("merging"):
+        inputs.update(adapter_run_files(name, wildcards.method, seed, f"_{name}"))
+        inputs[f"table_{name}"] = f"results/{name}/data/table.tsv"
+        inputs[f"sequences_{name}"] = f"results/{name}/data/sequences.tsv"
+    return inputs
+
+
+def merge_tasks_args(wildcards):
+    """`--task NAME RUN TABLE SEQUENCES` for every merging task."""
+    seed = config["merging"]["seeds"][0]
+    words = []
+    for name in section_tasks("merging"):
+        words += ["--task", name, f"results/{name}/{wildcards.method}/seed{seed}"]
+        words += [
+            f"results/{name}/data/table.tsv",
+            f"results/{name}/data/sequences.tsv",
+        ]
+    return quoted(*words)
+
+
+def merging_args(wildcards):
+    keys = ["density", "majority_sign_method", "svd_rank", "seed", "combinations"]
+    return " ".join(
+        [model_args_for_training(wildcards), settings_args("merging", "", keys)]
+    )
+
+
+def merging_config(wildcards):
+    """The merging settings and the trained runs' config, recorded in the table's manifest."""
+    sections = ["model", "finetune", "lora", "layer_drop", "merging"]
+    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
+
+
+def merging_tables():
+    settings = config["merging"]
+    tables = expand(
+        "results/merging/seeds/{task}/{method}.tsv",
+        task=section_tasks("merging"),
+        method=settings["methods"],
+    )
+    if settings["multitask"] and len(section_tasks("merging")) > 1:
+        tables += expand(
+            "results/merging/tasks/{method}.tsv", method=settings["methods"]
+        )
+    return tables
+
+
+def federated_args(wildcards):
+    keys = [
+        "aggregations",
+        "clients",
+        "rounds",
+        "local_epochs",
+        "dirichlet_alpha",
+        "seed",
+    ]
+    return " ".join([finetune_args(wildcards), settings_args("federated", "", keys)])
+
+
+def federated_config(wildcards):
+    """The part of the config a federated run depends on, recorded in its manifest."""
+    sections = ["model", "head", "finetune", "lora", "layer_drop", "federated"]
+    snapshot = {section: config[section] for section in sections}
+    snapshot.update(task={wildcards.task: task(wildcards)}, method=wildcards.method)
+    return json.dumps(snapshot, sort_keys=True)
+
+
+def federated_tables():
+    settings = config["federated"]
+    return expand(
+        "results/federated/{task}/{method}/{partition}.tsv",
+        task=section_tasks("federated"),
+        method=settings["methods"],
+        partition=settings["partitions"],
+    )
 
 
 def all_targets():
@@ -216,4 +332,8 @@ def all_targets():
     ]
     if config["lmc"]["methods"]:
         targets += ["results/lmc.tsv", "results/figures/lmc.png"]
+    if config["merging"]["methods"]:
+        targets += ["results/merging.tsv", "results/figures/merging"]
+    if config["federated"]["methods"]:
+        targets += ["results/federated.tsv", "results/figures/federated.png"]
     return targets

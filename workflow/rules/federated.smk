@@ -1,0 +1,55 @@
+# Federated LoRA and CopRA (copra/federated.py): a task's training set split over clients.
+
+
+rule federate:
+    input:
+        table="results/{task}/data/table.tsv",
+        sequences="results/{task}/data/sequences.tsv",
+        weights=weights_input,
+    output:
+        "results/federated/{task}/{method}/{partition}.tsv",
+    log:
+        "logs/federated/{task}/{method}/{partition}.log",
+    benchmark:
+        "logs/benchmarks/federated/{task}/{method}/{partition}.tsv"
+    wildcard_constraints:
+        method="lora|copra",
+        partition="iid|dirichlet",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+    params:
+        task=task_args,
+        settings=federated_args,
+        config=federated_config,
+    shell:
+        "copra --threads {threads} federate --method {wildcards.method} {params.task}"
+        " {params.settings} --table {input.table} --sequences {input.sequences}"
+        " --task {wildcards.task} --partition {wildcards.partition} --output {output}"
+        " --config-json {params.config:q} 2> {log}"
+
+
+rule gather_federated:
+    input:
+        federated_tables(),
+    output:
+        table=report(
+            "results/federated.tsv",
+            caption="../report/federated.rst",
+            category="Federated",
+        ),
+        figure=report(
+            "results/figures/federated.png",
+            caption="../report/federated.rst",
+            category="Federated",
+        ),
+    log:
+        "logs/gather_federated.log",
+    localrule: True
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "copra gather-federated --output {output.table} --figure {output.figure}"
+        " {input} 2> {log}"
