@@ -166,9 +166,10 @@ def test_env_comments_name_the_rules_that_use_them(workflow_rules):
             env = (Path(rule["snakefile"]).parent / rule["conda"]).resolve()
             users.setdefault(env.name, set()).add(rule["name"])
     for path in ENV_FILES:
-        first = path.read_text().splitlines()[0]
-        match = USED_BY.match(first)
-        assert match, f"{path.name}: first line {first!r} is not '# rule, rule: what for'"
+        lines = path.read_text().splitlines()
+        comment = " ".join(line.lstrip("# ") for line in lines[: lines.index("channels:")])
+        match = USED_BY.match("# " + comment)
+        assert match, f"{path.name}: leading comment {comment!r} is not '# rule, rule: what for'"
         named = {name.strip() for name in match["rules"].split(",")}
         assert named == users[path.name], (
             f"{path.name}: the comment names {sorted(named)}, used by {sorted(users[path.name])}"

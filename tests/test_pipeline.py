@@ -73,3 +73,29 @@ def test_demo_measures_linear_mode_connectivity(demo_run):
     barriers = pd.read_csv(demo_run / "results" / "lmc_barriers.tsv", sep="\t")
     assert len(barriers) == 2 * 2 * 2 * 2 * 2  # tasks, methods, paths, splits, metrics
     assert (barriers.barrier >= 0).all()  # the endpoints lie on their own line
+
+
+def test_demo_merges_seeds_and_tasks(demo_run):
+    table = pd.read_csv(demo_run / "results" / "merging.tsv", sep="\t")
+    assert set(table.method) == {"lora", "copra"}
+    assert set(table.task) == {"localization", "stability"}
+    assert set(table[table["merge"] == "seeds"].weights) == {"1:1", "1:2", "1:1:1"}
+    assert set(table[table["merge"] == "tasks"].sources) == {"localization", "stability"}
+    assert table.combination.nunique() == 12
+    exact = table[table.combination.isin(["exact", "cat"])]
+    assert exact.max_output_diff_vs_sum.max() < 1e-4
+    for task in ("localization", "stability"):
+        figure = demo_run / "results" / "figures" / "merging" / f"{task}.png"
+        assert figure.stat().st_size > 10_000
+
+
+def test_demo_trains_federated(demo_run):
+    table = pd.read_csv(demo_run / "results" / "federated.tsv", sep="\t")
+    assert set(table.method) == {"lora", "copra"}
+    assert set(table.task) == {"localization", "stability"}
+    assert set(table.partition) == {"iid", "dirichlet"}
+    assert set(table.aggregation) == {"fedavg", "exact", "ffa"}
+    assert set(table["round"]) == {0, 1, 2} and set(table.clients) == {2}
+    errors = table[table.metric == "aggregation_error"]
+    assert errors[errors.aggregation == "ffa"].value.max() < 1e-5
+    assert (demo_run / "results" / "figures" / "federated.png").stat().st_size > 10_000

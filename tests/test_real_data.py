@@ -1,5 +1,7 @@
 """Real data through the real pipeline: a yeast PPI subset via a user's own --configfile."""
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -37,6 +39,9 @@ def yeast_run(shared_data, tmp_path_factory):
         "model": {"name": "esm2_t6_8M_UR50D", "weights": "random"},
         "methods": ["head"],  # fine-tuning on real data: tests/test_finetune_real_data.py
         "evaluation": {"bootstrap": 100},
+        # One federated job: LoRA, 2 clients, 2 rounds, every aggregation; crops keep it short.
+        "federated": {"methods": ["lora"], "partitions": ["iid"], "clients": 2, "rounds": 2},
+        "finetune": {"batch_size": 8, "gradient_accumulation": 1, "max_residues": 200},
     }
     config_path = workdir / "yeast.yaml"
     config_path.write_text(yaml.safe_dump(user_config))
@@ -58,3 +63,18 @@ def test_yeast_ppi_head_baseline(yeast_run):
     metrics = pd.read_csv(yeast_run / "results" / "metrics.tsv", sep="\t")
     assert set(metrics.metric) == {"aupr", "auroc", "mcc", "accuracy", "f1_macro"}
     assert metrics.value.notna().all()
+
+
+def test_yeast_ppi_federated_two_clients_two_rounds(yeast_run):
+    table = pd.read_csv(yeast_run / "results" / "federated.tsv", sep="\t")
+    assert set(table.task) == {"yeast_ppi"} and set(table.clients) == {2}
+    assert set(table.aggregation) == {"fedavg", "exact", "ffa"} and set(table["round"]) == {0, 1, 2}
+    scores = table[table.split.isin(["valid", "test"])]
+    assert set(scores.metric) == {"loss", "aupr"} and scores.value.notna().all()
+    errors = table[table.metric == "aggregation_error"].set_index(["aggregation", "round"]).value
+    assert errors["ffa"].max() < 1e-5 and errors["fedavg"].max() > errors["ffa"].max()
+    manifest = yeast_run / "results/federated/yeast_ppi/lora/iid.manifest.json"
+    sizes = json.loads(manifest.read_text())["partition_sizes"]
+    train = pd.read_csv(yeast_run / "results/yeast_ppi/data/table.tsv", sep="\t")
+    assert sum(sizes) == (train.split == "train").sum() and len(sizes) == 2
+    assert (yeast_run / "results" / "figures" / "federated.png").stat().st_size > 10_000

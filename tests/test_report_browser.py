@@ -17,15 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, snakemake
+from conftest import HEAD_ONLY, REPO, snakemake
 from matplotlib.image import imread
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The demo's head baseline only: the report has every category and figure, in ~2 min on 2 cores.
-METHODS = "methods=[head]"
-LMC_OFF = 'lmc={"methods": []}'  # the head baseline alone: fast
 WINDOW = (1400, 900)
 CHROMIUM_ARGS = (
     "--headless",
@@ -127,7 +125,7 @@ def chromium() -> Path:
 def report(chromium, tmp_path_factory) -> Path:
     """report.html of the demo's head baseline, written by Snakemake."""
     workdir = tmp_path_factory.mktemp("report")
-    args = ("--configfile", REPO / "config.yaml", "--config", METHODS, LMC_OFF)
+    args = ("--configfile", REPO / "config.yaml", "--config", *HEAD_ONLY)
     snakemake(workdir, *args)
     snakemake(workdir, *args, "--report", "report.html")
     return workdir / "report.html"

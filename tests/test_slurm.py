@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import HEAD_ONLY, REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,10 @@ PARTITION = "debug"
 DEMO_TASKS = {"localization", "membrane", "stability", "interaction"}
 # The demo's head baseline on SLURM: the rules that run as SLURM jobs (the rest are localrules),
 # and how many of each. Fine-tuning (minutes a job on 2 CPU cores) is left to test_pipeline.py.
-METHODS = "methods=[head]"
-LMC_OFF = 'lmc={"methods": []}'  # the head baseline alone: fast
 SLURM_RULES = {"ingest": 4, "embed": 4, "train_head": 4, "evaluate_run": 4}
 # The rules the profile gives a GPU.
-GPU_RULES = {"embed", "finetune_adapter", "finetune_full", "lmc"}
+GPU_RULES = {"embed", "finetune_adapter", "finetune_full", "lmc", "merge_seeds", "merge_tasks",
+             "federate"}  # fmt: skip
 # What every run on the CI cluster needs: it has no accounting database, so no sacct and no
 # accounts (plugin 2.8.0 declares --slurm-no-account but never reads it: its account guess fails
 # and it submits without -A); jobs stay visible to squeue for MinJobAge (600 s). Status checks
@@ -90,8 +89,7 @@ def slurm_run(tmp_path_factory):
             "--configfile",
             REPO / "config.yaml",
             "--config",
-            METHODS,
-            LMC_OFF,
+            *HEAD_ONLY,
             "--profile",
             PROFILE,
             "--executor",
@@ -212,6 +210,8 @@ def test_profile_submits_embed_with_a_gpu(slurm_run, tmp_path):
         "0",
         "--allowed-rules",
         "embed",
+        "--config",
+        "threads=2",
         check=False,
     )
     output = result.stdout + result.stderr
@@ -221,5 +221,5 @@ def test_profile_submits_embed_with_a_gpu(slurm_run, tmp_path):
     sbatch = call.group(1).split(" --wrap=")[0]
     assert "--gpus=1" in sbatch.split(), sbatch
     assert "--comment rule_embed_wildcards_interaction" in sbatch, sbatch
-    assert "--cpus-per-task=2" in sbatch.split(), sbatch  # embed's threads
+    assert "--cpus-per-task=2" in sbatch.split(), sbatch  # the config's threads
     assert "Invalid generic resource" in output, output[-3000:]

@@ -13,7 +13,7 @@ rule embed:
         "logs/benchmarks/embed/{task}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
     params:

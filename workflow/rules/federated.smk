@@ -17,7 +17,7 @@ rule federate:
         partition="iid|dirichlet",
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
     params:

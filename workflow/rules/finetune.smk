@@ -23,7 +23,7 @@ rule finetune_adapter:
         method="lora|copra",
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
     params:

@@ -15,7 +15,7 @@ rule lmc:
         "logs/benchmarks/lmc/{task}/{method}/seed{seed_a}-seed{seed_b}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: config["threads"]
     params:
         model=model_args_for_training,
         alphas=config["lmc"]["alphas"],

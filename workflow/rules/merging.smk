@@ -13,7 +13,7 @@ rule merge_seeds:
         "logs/benchmarks/merging/seeds/{task}/{method}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: config["threads"]
     params:
         runs=merge_seeds_runs,
         settings=merging_args,
@@ -38,7 +38,7 @@ rule merge_tasks:
         "logs/benchmarks/merging/tasks/{method}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: config["threads"]
     params:
         tasks=merge_tasks_args,
         settings=merging_args,
