@@ -133,8 +133,8 @@ def method_colour(method: str) -> str:
 
 
 def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
-    """Per task: the merged models' metric per combination, LoRA beside CopRA, one panel per
-    weighting; dashed lines are the sources' mean (each source with its own head)."""
+    """Per task: the merged models' metric per combination (dots), LoRA beside CopRA, one panel
+    per weighting; dashed lines are the sources' mean (each source with its own head)."""
     table = table[(table.split == split) & (table.metric != "loss")]
     for task, part in table.groupby("task"):
         panels = list(dict.fromkeys(zip(part["merge"], part.weights, strict=True)))
@@ -149,14 +149,15 @@ def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
                 rows = panel[panel.method == method].set_index("combination").loc[combinations]
                 x = np.arange(len(combinations)) + (k - (len(methods) - 1) / 2) * width
                 colour = method_colour(method)
-                ax.bar(x, rows.merged, width, color=colour, label=method)
+                ax.plot(x, rows.merged, "o", color=colour, label=method)
                 ax.axhline(rows.source_mean.iloc[0], color=colour, linestyle="--", linewidth=1)
             ax.set_xticks(np.arange(len(combinations)), combinations, rotation=60, ha="right",
                           fontsize=8)  # fmt: skip
             title = f"{len(weights.split(':'))} seeds {weights}" if merge == "seeds" else "tasks"
             ax.set_title(f"{task}: {title}", fontsize=10)
             ax.set_ylabel(f"{split} {panel.metric.iloc[0]}")
-            ax.legend(fontsize=8, title="dashed: sources", title_fontsize=7)
+            ax.grid(axis="y", linewidth=0.3)
+            ax.legend(fontsize=8, title="dashed: sources' mean", title_fontsize=7)
         _save(fig, Path(folder) / f"{task}.png")
 
 
@@ -179,7 +180,8 @@ def plot_federated(table: pd.DataFrame, output, split: str = "test") -> None:
                         color=method_colour(method), label=method)  # fmt: skip
             clients = part.clients.iloc[0] if len(part) else "?"
             ax.set_title(f"{task}, {partition}, {clients} clients: {aggregation}", fontsize=9)
-            ax.set_xlabel("round")
+            ax.set_xlabel("round (0: before training)")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
             ax.legend(fontsize=8)
     _save(fig, output)
