@@ -20,6 +20,8 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/lmc.smk"
 include: "workflow/rules/merging.smk"
 include: "workflow/rules/federated.smk"
+include: "workflow/rules/shapley.smk"
+include: "workflow/rules/pruning.smk"
 include: "workflow/rules/evaluate.smk"
 
 

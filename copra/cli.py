@@ -24,7 +24,7 @@ def _add_settings(parser: argparse.ArgumentParser, settings_class, prefix: str =
         flag = "--" + (prefix + field.name).replace("_", "-")
         default = getattr(defaults, field.name)
         if "list" in str(field.type):
-            item = int if field.name.startswith("layers") else str
+            item = int if field.name.startswith("layers") else type((default or [""])[0])
             parser.add_argument(flag, type=item, nargs="+", default=default)
         elif default is None:  # an optional number (e.g. merging's svd_rank)
             parser.add_argument(flag, type=int, default=None)
@@ -262,6 +262,36 @@ def cmd_gather_merging(args):
     gather_merging(args.inputs, args.output, args.figures)
 
 
+def cmd_shapley(args):
+    from copra.shapley import ShapleySettings, run_shapley
+
+    run_shapley(args.run, args.table, args.sequences, args.output, task=args.task,
+                settings=_settings(args, ShapleySettings), **_model_kwargs(args))  # fmt: skip
+
+
+def cmd_pruning(args):
+    from copra.pruning import PruningSettings, run_pruning
+
+    run_pruning(args.run, args.table, args.sequences, args.output, task=args.task,
+                shapley_path=args.shapley, settings=_settings(args, PruningSettings),
+                **_model_kwargs(args))  # fmt: skip
+
+
+def cmd_prune(args):
+    from copra.pruning import prune_adapter
+
+    prune_adapter(args.adapter, args.output, scheme=args.scheme, amount=args.amount,
+                  seed=args.seed, shapley_path=args.shapley)  # fmt: skip
+
+
+def cmd_gather(args):
+    """gather-shapley and gather-pruning: one table and its figure."""
+    import importlib
+
+    module = importlib.import_module(f"copra.{args.module}")
+    getattr(module, f"gather_{args.module}")(args.inputs, args.output, args.figure)
+
+
 def cmd_gather_lmc(args):
     from copra.lmc import gather_lmc
 
@@ -320,6 +350,16 @@ def _training_options(parser):
         parser.add_argument(flag, type=type(default), default=default)
 
 
+def _run_options(parser):
+    """One trained run and its task's data."""
+    _model_options(parser, seed_flag="--model-seed")
+    parser.add_argument("--run", required=True, help="results/<task>/<method>/seed<k>")
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--sequences", required=True)
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--output", required=True)
+
+
 def _merge_options(parser):
     from copra.merging import COMBINATIONS, MergeSettings
 
@@ -334,6 +374,8 @@ def _merge_options(parser):
 def build_parser() -> argparse.ArgumentParser:
     from copra.embed import EmbeddingSettings
     from copra.head_baseline import HeadSettings
+    from copra.pruning import SCHEMES, PruningSettings
+    from copra.shapley import ShapleySettings
 
     parser = argparse.ArgumentParser(prog="copra", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -449,6 +491,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", required=True, help="folder of <task>.png")
     p.add_argument("inputs", nargs="+")
     p.set_defaults(func=cmd_gather_merging)
+
+    p = sub.add_parser("shapley", help="per-layer Shapley values of a run's adapter")
+    _run_options(p)
+    _add_settings(p, ShapleySettings)
+    p.set_defaults(func=cmd_shapley)
+
+    p = sub.add_parser("pruning", help="a run's metric under every pruning scheme and amount")
+    _run_options(p)
+    _add_settings(p, PruningSettings)
+    p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
+    p.set_defaults(func=cmd_pruning)
+
+    p = sub.add_parser("prune", help="write one pruned adapter in peft's format")
+    p.add_argument("--adapter", required=True, help="an adapter folder (adapter_config.json ...)")
+    p.add_argument("--scheme", required=True, choices=SCHEMES)
+    help_amount = "sparsity (magnitude schemes) or fraction of layers removed (ranked)"
+    p.add_argument("--amount", type=float, default=0.0, help=help_amount)
+    p.add_argument("--seed", type=int, default=config.default("pruning.seed"))
+    p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=cmd_prune)
+
+    for module in ("shapley", "pruning"):
+        p = sub.add_parser(f"gather-{module}", help=f"one {module} table and its figure")
+        p.add_argument("--output", required=True)
+        p.add_argument("--figure", required=True)
+        p.add_argument("inputs", nargs="+")
+        p.set_defaults(func=cmd_gather, module=module)
 
     p = sub.add_parser("gather-lmc", help="one LMC table, its barriers and the figure")
     p.add_argument("--output", required=True)

@@ -185,3 +185,75 @@ def plot_federated(table: pd.DataFrame, output, split: str = "test") -> None:
             ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
             ax.legend(fontsize=8)
     _save(fig, output)
+
+
+def plot_shapley(table: pd.DataFrame, output) -> None:
+    """One panel per task: each layer's Shapley value for the task metric (mean over seeds, with
+    the estimator's standard error), LoRA beside CopRA."""
+    table = table[table.value != "neg_loss"]
+    tasks = sorted(table.task.unique())
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes[0], tasks, strict=False):
+        part = table[table.task == task]
+        per_player = (
+            part.groupby(["method", "player"], sort=False)
+            .agg(shapley=("shapley", "mean"), stderr=("stderr", "max"), layer=("layer", "first"))
+            .reset_index()
+        )
+        players = list(dict.fromkeys(part.sort_values(["layer", "player"]).player))
+        methods = _ordered(per_player.method.unique())
+        width = 0.8 / len(methods)
+        for k, method in enumerate(methods):
+            rows = per_player[per_player.method == method].set_index("player").loc[players]
+            x = np.arange(len(players)) + (k - (len(methods) - 1) / 2) * width
+            ax.bar(x, rows.shapley, width, yerr=rows.stderr, capsize=2,
+                   color=method_colour(method), label=method)  # fmt: skip
+        ax.set_xticks(np.arange(len(players)), players, fontsize=7,
+                      rotation=60 if len(players) > 12 else 0)  # fmt: skip
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_xlabel("layer" if part.module.eq("all").all() else "layer:module")
+        ax.set_ylabel(f"Shapley value (valid {part.value.iloc[0]})")
+        ax.set_title(task)
+        ax.legend(fontsize=8)
+    _save(fig, output)
+
+
+RANKED_STYLES = {"lowest_shapley": "-", "lowest_norm": "--", "random": ":"}
+MAGNITUDE_STYLES = {"magnitude_dw": "-", "magnitude_ab": "--"}
+
+
+def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
+    """Rows: tasks. Columns: layers removed by rank, magnitude sparsity, structured schemes.
+    The test metric (mean over seeds) against the amount pruned, LoRA beside CopRA."""
+    table = table[(table.split == split) & (table.metric != "loss")]
+    table = table.groupby(
+        ["task", "method", "scheme", "amount", "metric"], as_index=False
+    ).value.mean()
+    tasks = sorted(table.task.unique())
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(13, 3.2 * len(tasks)), squeeze=False,
+                             sharey="row")  # fmt: skip
+    for row, task in enumerate(tasks):
+        part = table[table.task == task]
+        metric = part.metric.iloc[0]
+        for method in _ordered(part.method.unique()):
+            runs = part[part.method == method]
+            colour = method_colour(method)
+            base = runs[runs.scheme == "none"].value.iloc[0]
+            for column, styles in ((0, RANKED_STYLES), (1, MAGNITUDE_STYLES)):
+                for scheme, style in styles.items():
+                    line = runs[runs.scheme == scheme].sort_values("amount")
+                    if len(line):
+                        amounts = [0.0, *line.amount] if column == 0 else list(line.amount)
+                        values = [base, *line.value] if column == 0 else list(line.value)
+                        axes[row][column].plot(amounts, values, style, color=colour, marker=".",
+                                               label=f"{method} {scheme}")  # fmt: skip
+            shapes = runs[~runs.scheme.isin([*RANKED_STYLES, *MAGNITUDE_STYLES])]
+            axes[row][2].plot(shapes.scheme, shapes.value, "o", color=colour, label=method)
+        axes[row][0].set_xlabel("fraction of layers removed (lowest first)")
+        axes[row][1].set_xlabel("sparsity")
+        axes[row][2].tick_params(axis="x", rotation=45)
+        for column, title in enumerate(("layer removal", "magnitude pruning", "structured")):
+            axes[row][column].set_title(f"{task}: {title}", fontsize=10)
+            axes[row][column].legend(fontsize=6)
+        axes[row][0].set_ylabel(f"{split} {metric}")
+    _save(fig, output)

@@ -19,8 +19,15 @@ def demo_run(tmp_path_factory):
 def test_demo_metrics_cover_every_task(demo_run):
     metrics = pd.read_csv(demo_run / "results" / "metrics.tsv", sep="\t")
     assert list(metrics.columns) == [
-        "task", "method", "seed", "split", "metric", "value", "ci_low", "ci_high",
-    ]  # fmt: skip
+        "task",
+        "method",
+        "seed",
+        "split",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+    ]
     assert set(metrics.task) == {"localization", "membrane", "stability", "interaction"}
     assert set(metrics.split) == {"valid", "test"}
     assert set(metrics.method) == {"head", "lora", "copra", "full"}
@@ -99,3 +106,26 @@ def test_demo_trains_federated(demo_run):
     errors = table[table.metric == "aggregation_error"]
     assert errors[errors.aggregation == "ffa"].value.max() < 1e-5
     assert (demo_run / "results" / "figures" / "federated.png").stat().st_size > 10_000
+
+
+def test_demo_measures_shapley_values_and_pruning(demo_run):
+    shapley = pd.read_csv(demo_run / "results" / "shapley.tsv", sep="\t")
+    assert set(shapley.method) == {"lora", "copra"}
+    assert set(shapley.task) == {"localization", "stability"}
+    assert set(shapley.estimator) == {"exact"} and set(shapley.layer) == set(range(6))
+    for _, part in shapley.groupby(["task", "method", "value"]):
+        total = part.v_all.iloc[0] - part.v_none.iloc[0]
+        assert abs(part.shapley.sum() - total) < 1e-9
+    pruning = pd.read_csv(demo_run / "results" / "pruning.tsv", sep="\t")
+    assert set(pruning.method) == {"lora", "copra"}
+    assert {
+        "every_other",
+        "keep_low",
+        "lowest_shapley",
+        "lowest_norm",
+        "random",
+        "magnitude_dw",
+        "magnitude_ab",
+    } <= set(pruning.scheme)
+    for figure in ("shapley.png", "pruning.png"):
+        assert (demo_run / "results" / "figures" / figure).stat().st_size > 10_000

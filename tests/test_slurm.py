@@ -26,7 +26,7 @@ DEMO_TASKS = {"localization", "membrane", "stability", "interaction"}
 SLURM_RULES = {"ingest": 4, "embed": 4, "train_head": 4, "evaluate_run": 4}
 # The rules the profile gives a GPU.
 GPU_RULES = {"embed", "finetune_adapter", "finetune_full", "lmc", "merge_seeds", "merge_tasks",
-             "federate"}  # fmt: skip
+             "federate", "shapley", "pruning"}  # fmt: skip
 # What every run on the CI cluster needs: it has no accounting database, so no sacct and no
 # accounts (plugin 2.8.0 declares --slurm-no-account but never reads it: its account guess fails
 # and it submits without -A); jobs stay visible to squeue for MinJobAge (600 s). Status checks

@@ -324,6 +324,34 @@ def federated_tables():
     )
 
 
+def run_inputs(wildcards):
+    """The run being measured, and its task's data."""
+    inputs = adapter_run_files(wildcards.task, wildcards.method, wildcards.seed)
+    inputs["table"] = f"results/{wildcards.task}/data/table.tsv"
+    inputs["sequences"] = f"results/{wildcards.task}/data/sequences.tsv"
+    return inputs
+
+
+def pruning_inputs(wildcards):
+    inputs = run_inputs(wildcards)
+    if "lowest_shapley" in config["pruning"]["schemes"]:
+        inputs["shapley"] = (
+            f"results/shapley/{wildcards.task}/{wildcards.method}/seed{wildcards.seed}.tsv"
+        )
+    return inputs
+
+
+def per_run_tables(section):
+    """One table per task, method and seed of a section (shapley, pruning)."""
+    return expand(
+        "results/{section}/{task}/{method}/seed{seed}.tsv",
+        section=section,
+        task=section_tasks(section),
+        method=config[section]["methods"],
+        seed=config["seeds"],
+    )
+
+
 def all_targets():
     targets = [
         "results/metrics.tsv",
@@ -334,6 +362,9 @@ def all_targets():
         targets += ["results/lmc.tsv", "results/figures/lmc.png"]
     if config["merging"]["methods"]:
         targets += ["results/merging.tsv", "results/figures/merging"]
+    for section in ("shapley", "pruning"):
+        if config[section]["methods"]:
+            targets += [f"results/{section}.tsv", f"results/figures/{section}.png"]
     if config["federated"]["methods"]:
         targets += ["results/federated.tsv", "results/figures/federated.png"]
     return targets

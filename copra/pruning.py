@@ -1,0 +1,288 @@
+"""Pruning a trained adapter, structured (whole layers or module types) and unstructured
+(magnitude of dW, or of A and B), and how the task metric holds up.
+
+Every pruned adapter is an ordinary adapter in peft's format: a dropped module has zero factors,
+and a magnitude-pruned dW (no longer of rank r) is stored exactly as a full-rank factorisation.
+Amount 0 returns the adapter unchanged.
+"""
+
+import copy
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from copra import config
+from copra.adapter_algebra import Adapter, add_adapter, delta_weights, load_adapter, with_adapter
+from copra.atomic import atomic_directory, write_table
+from copra.backbone import load_backbone
+from copra.device import pick_device
+from copra.errors import InputError
+from copra.finetune import Batcher, predict, task_data
+from copra.metrics import loss_and_primary_metric
+from copra.provenance import write_manifest
+from copra.tables import concat_tables, read_sequences, read_task_table
+from copra.trained_run import TrainedRun
+
+log = logging.getLogger(__name__)
+COLUMNS = ["task", "method", "seed", "scheme", "amount", "split", "metric", "value"]
+SPLITS = ("valid", "test")
+STRUCTURED = ("every_other", "keep_low", "keep_middle", "keep_high", "keep_q", "keep_k", "keep_v")
+RANKED = ("lowest_shapley", "lowest_norm", "random")
+MAGNITUDE = ("magnitude_dw", "magnitude_ab")
+SCHEMES = STRUCTURED + RANKED + MAGNITUDE
+
+
+@dataclass(frozen=True)
+class PruningSettings:
+    schemes: list = field(default_factory=lambda: config.default("pruning.schemes"))
+    sparsities: list = field(default_factory=lambda: config.default("pruning.sparsities"))
+    seed: int = config.default("pruning.seed")
+
+
+def module_layer(module: str) -> int:
+    parts = module.split(".")
+    return int(parts[parts.index("layers") + 1])
+
+
+def layers_of(adapter: Adapter) -> list[int]:
+    return sorted({module_layer(m) for m in adapter.modules})
+
+
+def keep_modules(adapter: Adapter, kept, name: str) -> Adapter:
+    """`adapter` with the factors of every module not in `kept` set to zero."""
+    tensors = {
+        k: v if k.rsplit(".lora_", 1)[0] in kept else torch.zeros_like(v)
+        for k, v in adapter.tensors.items()
+    }
+    return replace(adapter, name=name, tensors=tensors)
+
+
+def without_layers(adapter: Adapter, removed, name: str) -> Adapter:
+    removed = set(removed)
+    kept = [m for m in adapter.modules if module_layer(m) not in removed]
+    return keep_modules(adapter, kept, name)
+
+
+def structured(adapter: Adapter, scheme: str) -> tuple[Adapter, float] | None:
+    """The adapter under a structured scheme and the fraction of modules it drops (None when
+    the scheme keeps a module type the adapter does not have)."""
+    layers = layers_of(adapter)
+    if scheme == "every_other":
+        kept = [m for m in adapter.modules if layers.index(module_layer(m)) % 2 == 0]
+    elif scheme.startswith("keep_") and scheme[5:] in ("low", "middle", "high"):
+        third = np.array_split(layers, 3)[("low", "middle", "high").index(scheme[5:])]
+        kept = [m for m in adapter.modules if module_layer(m) in set(third.tolist())]
+    else:
+        kept = [m for m in adapter.modules if m.endswith(f"{scheme[5:]}_proj")]
+        if not kept:
+            return None
+    return keep_modules(adapter, kept, scheme), 1 - len(kept) / len(adapter.modules)
+
+
+def layer_norms(adapter: Adapter) -> dict[int, float]:
+    """||dW||_F of each layer (all its modules together)."""
+    norms = {}
+    for module, delta in delta_weights(adapter).items():
+        norms[module_layer(module)] = norms.get(module_layer(module), 0.0) + float(
+            delta.square().sum()
+        )
+    return {layer: value**0.5 for layer, value in norms.items()}
+
+
+def layer_order(
+    adapter: Adapter, scheme: str, shapley: pd.DataFrame | None, seed: int
+) -> list[int]:
+    """Layers in the order a ranked scheme removes them (lowest first)."""
+    layers = layers_of(adapter)
+    if scheme == "random":
+        return [layers[i] for i in np.random.default_rng(seed).permutation(len(layers))]
+    if scheme == "lowest_norm":
+        norms = layer_norms(adapter)
+        return sorted(layers, key=lambda layer: (norms[layer], layer))
+    if shapley is None:
+        raise InputError("pruning scheme lowest_shapley needs the run's Shapley table (--shapley)")
+    by_layer = shapley[shapley.value != "neg_loss"].groupby("layer").shapley.sum()
+    missing = [layer for layer in layers if layer not in by_layer.index]
+    if missing:
+        raise InputError(f"the Shapley table has no value for layers {missing}: not this run's")
+    return sorted(layers, key=lambda layer: (by_layer[layer], layer))
+
+
+def magnitude(adapter: Adapter, scheme: str, sparsity: float) -> Adapter:
+    """Zero the smallest `sparsity` of each module's dW entries (magnitude_dw, stored as a
+    full-rank factorisation) or of A's and B's entries separately (magnitude_ab)."""
+    if sparsity == 0:
+        return adapter
+    name = f"{scheme}({sparsity:g})"
+    if scheme == "magnitude_ab":
+        return replace(
+            adapter,
+            name=name,
+            tensors={k: prune_smallest(v, sparsity) for k, v in adapter.tensors.items()},
+        )
+    deltas = {m: prune_smallest(d, sparsity) for m, d in delta_weights(adapter).items()}
+    rank = max(min(d.shape) for d in deltas.values())
+    tensors = {}
+    for module, delta in deltas.items():
+        u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+        root = s.sqrt()
+        a, b = root[:, None] * vh, u * root
+        tensors[f"{module}.lora_A.weight"] = pad_rows(a, rank).float()
+        tensors[f"{module}.lora_B.weight"] = pad_rows(b.T, rank).T.float()
+    config_ = {**adapter.config, "r": rank, "lora_alpha": rank, "use_rslora": False}
+    return Adapter(name, config_, tensors)
+
+
+def pad_rows(matrix: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.cat([matrix, matrix.new_zeros(rows - len(matrix), matrix.shape[1])])
+
+
+def prune_smallest(tensor: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """`tensor` with its `sparsity` fraction of smallest-magnitude entries set to zero."""
+    count = int(round(sparsity * tensor.numel()))
+    if count == 0:
+        return tensor
+    threshold = tensor.abs().flatten().kthvalue(count).values
+    return torch.where(tensor.abs() <= threshold, torch.zeros_like(tensor), tensor)
+
+
+def pruned_adapters(adapter: Adapter, settings: PruningSettings, shapley=None):
+    """(scheme, amount, adapter) of every scheme and amount of the settings."""
+    yield "none", 0.0, adapter
+    layers = layers_of(adapter)
+    for scheme in settings.schemes:
+        if scheme in STRUCTURED:
+            result = structured(adapter, scheme)
+            if result is None:
+                log.info("skipping %s: the adapter has no such modules", scheme)
+                continue
+            yield scheme, result[1], result[0]
+        elif scheme in RANKED:
+            order = layer_order(adapter, scheme, shapley, settings.seed)
+            for k in range(1, len(layers) + 1):
+                yield scheme, k / len(layers), without_layers(adapter, order[:k], f"{scheme}({k})")
+        elif scheme in MAGNITUDE:
+            for sparsity in settings.sparsities:
+                yield scheme, float(sparsity), magnitude(adapter, scheme, sparsity)
+        else:
+            raise InputError(f"pruning scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+
+
+def run_pruning(
+    run_dir,
+    table_path,
+    sequences_path,
+    output,
+    *,
+    task: str,
+    model_name: str,
+    weights: str,
+    model_seed: int = 0,
+    weights_dir=None,
+    shapley_path=None,
+    settings: PruningSettings | None = None,
+) -> pd.DataFrame:
+    """Evaluate every pruned variant of one run's adapter on valid and test."""
+    settings = settings or PruningSettings()
+    run = TrainedRun.open(run_dir)
+    adapter = load_adapter(run.adapter_folder)
+    shapley = pd.read_csv(shapley_path, sep="\t") if shapley_path else None
+    backbone = load_backbone(model_name, weights, seed=model_seed, weights_dir=weights_dir)
+    run.check_backbone(backbone)
+    device = pick_device()
+    network = with_adapter(copy.deepcopy(backbone.model).float(), adapter)
+    model = run.model(network, backbone).float().to(device)
+    kind, targets = run.manifest["kind"], run.targets
+    table = read_task_table(table_path, kind)
+    sequences = read_sequences(sequences_path)
+    data = {s: task_data(table[table.split == s], sequences, kind, targets) for s in SPLITS}
+    batcher = Batcher(backbone.alphabet, device, run.manifest["settings"]["max_residues"])
+    rows = []
+    key = (task, run.manifest["method"], run.manifest["seed"])
+    for scheme, amount, variant in tqdm(
+        list(pruned_adapters(adapter, settings, shapley)), desc=f"{task} pruning", mininterval=10
+    ):
+        add_adapter(network, variant, "pruned")
+        network.base_model.set_adapter("pruned")
+        model.to(device)
+        for split in SPLITS:
+            outputs = predict(model, data[split], batcher, 16, float32=True)
+            loss, value = loss_and_primary_metric(outputs, data[split].targets, targets)
+            rows += [
+                (*key, scheme, amount, split, "loss", loss),
+                (*key, scheme, amount, split, targets.primary_metric, value),
+            ]
+        network.base_model.set_adapter("default")
+        network.delete_adapter("pruned")
+    result = pd.DataFrame(rows, columns=COLUMNS)
+    write_table(output, result)
+    write_manifest(
+        str(output).removesuffix(".tsv") + ".manifest.json",
+        inputs=[
+            table_path,
+            sequences_path,
+            run.adapter_folder / "adapter_model.safetensors",
+            *([shapley_path] if shapley_path else []),
+        ],
+        settings=asdict(settings),
+        run=str(run.folder),
+        precision="float32",
+    )
+    return result
+
+
+def prune_adapter(
+    adapter_dir, output, *, scheme: str, amount: float, seed: int = 0, shapley_path=None
+) -> Adapter:
+    """Write one pruned adapter in peft's format. `amount`: the sparsity of magnitude schemes,
+    the fraction of layers removed by ranked ones; structured schemes take none."""
+    adapter = load_adapter(adapter_dir)
+    if scheme in STRUCTURED:
+        result = structured(adapter, scheme)
+        if result is None:
+            raise InputError(f"{adapter_dir}: no {scheme[5:]}_proj modules to keep")
+        pruned = result[0]
+    elif scheme in RANKED:
+        shapley = pd.read_csv(shapley_path, sep="\t") if shapley_path else None
+        order = layer_order(adapter, scheme, shapley, seed)
+        pruned = without_layers(adapter, order[: int(round(amount * len(order)))], scheme)
+    elif scheme in MAGNITUDE:
+        if not 0 <= amount < 1:
+            raise InputError(f"sparsity {amount} is outside [0, 1)")
+        pruned = magnitude(adapter, scheme, amount)
+    else:
+        raise InputError(f"pruning scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+    save_adapter(pruned, adapter_dir, output)
+    return pruned
+
+
+def save_adapter(adapter: Adapter, source_dir, output) -> None:
+    """`adapter` in peft's layout: the source's adapter_config.json with its rank and alpha."""
+    saved = json.loads((Path(source_dir) / "adapter_config.json").read_text())
+    saved.update(
+        r=adapter.config["r"],
+        lora_alpha=adapter.config["lora_alpha"],
+        use_rslora=adapter.config["use_rslora"],
+    )
+    with atomic_directory(output) as tmp:
+        (tmp / "adapter_config.json").write_text(json.dumps(saved, indent=2))
+        save_file(
+            {k: v.contiguous() for k, v in adapter.tensors.items()},
+            str(tmp / "adapter_model.safetensors"),
+        )
+
+
+def gather_pruning(inputs, output, figure) -> None:
+    """One table of every run's pruning curves and the figure (LoRA beside CopRA)."""
+    from copra.plots import plot_pruning
+
+    table = concat_tables(inputs)
+    write_table(output, table)
+    plot_pruning(table, figure)
