@@ -220,6 +220,8 @@ def plot_shapley(table: pd.DataFrame, output) -> None:
 
 RANKED_STYLES = {"lowest_shapley": "-", "lowest_norm": "--", "random": ":"}
 MAGNITUDE_STYLES = {"magnitude_dw": "-", "magnitude_ab": "--"}
+STRUCTURED_ORDER = ["none", "every_other", "keep_low", "keep_middle", "keep_high", "keep_q",
+                    "keep_k", "keep_v"]  # fmt: skip
 
 
 def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
@@ -247,8 +249,11 @@ def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
                         values = [base, *line.value] if column == 0 else list(line.value)
                         axes[row][column].plot(amounts, values, style, color=colour, marker=".",
                                                label=f"{method} {scheme}")  # fmt: skip
-            shapes = runs[~runs.scheme.isin([*RANKED_STYLES, *MAGNITUDE_STYLES])]
-            axes[row][2].plot(shapes.scheme, shapes.value, "o", color=colour, label=method)
+            shapes = runs[~runs.scheme.isin([*RANKED_STYLES, *MAGNITUDE_STYLES])].set_index(
+                "scheme"
+            )
+            order = [s for s in STRUCTURED_ORDER if s in shapes.index]
+            axes[row][2].plot(order, shapes.value[order], "o", color=colour, label=method)
         axes[row][0].set_xlabel("fraction of layers removed (lowest first)")
         axes[row][1].set_xlabel("sparsity")
         axes[row][2].tick_params(axis="x", rotation=45)
