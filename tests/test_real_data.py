@@ -39,7 +39,7 @@ def yeast_run(shared_data, tmp_path_factory):
         "model": {"name": "esm2_t6_8M_UR50D", "weights": "random"},
         "methods": ["head"],  # fine-tuning on real data: tests/test_finetune_real_data.py
         "evaluation": {"bootstrap": 100},
-        # One federated job: LoRA, 2 clients, 2 rounds, every aggregation; 128-residue crops keep it short.
+        # One federated job: LoRA, 2 clients, 2 rounds, every aggregation, 128-residue crops.
         "federated": {"methods": ["lora"], "partitions": ["iid"], "clients": 2, "rounds": 2},
         "finetune": {"batch_size": 8, "gradient_accumulation": 1, "max_residues": 128},
     }
