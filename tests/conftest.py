@@ -10,9 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # `--config` values that cut the demo to its head baseline: fast, for tests of the machinery.
-HEAD_ONLY = ("methods=[head]",) + tuple(
-    f'{section}={{"methods": []}}' for section in ("lmc", "merging", "federated")
-)
+ANALYSES = ("lmc", "merging", "federated", "shapley", "pruning")
+HEAD_ONLY = ("methods=[head]", *(f'{section}={{"methods": []}}' for section in ANALYSES))
 
 
 def snakemake(workdir, *args, check=True) -> subprocess.CompletedProcess:
