@@ -4,7 +4,7 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import ANALYSES, REPO, snakemake
 
 from copra import config
 from copra.errors import InputError
@@ -89,3 +89,14 @@ def test_readme_quick_start_is_the_two_commands():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     assert section.split("\n") == ["make demo", "make test", ""]
+
+
+def test_machinery_tests_switch_off_every_analysis():
+    """HEAD_ONLY (SLURM and report tests) must name every section that runs its own methods."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    sections = {
+        name
+        for name, spec in schema["properties"].items()
+        if "methods" in spec.get("properties", {})
+    }
+    assert sections == set(ANALYSES)
