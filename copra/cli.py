@@ -171,12 +171,6 @@ def cmd_federate(args):
     )
 
 
-def cmd_gather_federated(args):
-    from copra.federated import gather_federated
-
-    gather_federated(args.inputs, args.output, args.figure)
-
-
 def cmd_evaluate(args):
     from copra.evaluate import run_evaluate
 
@@ -256,12 +250,6 @@ def cmd_merge_tasks(args):
     )
 
 
-def cmd_gather_merging(args):
-    from copra.merging import gather_merging
-
-    gather_merging(args.inputs, args.output, args.figures)
-
-
 def cmd_shapley(args):
     from copra.shapley import ShapleySettings, run_shapley
 
@@ -285,11 +273,11 @@ def cmd_prune(args):
 
 
 def cmd_gather(args):
-    """gather-shapley and gather-pruning: one table and its figure."""
-    import importlib
+    """gather-merging, -federated, -shapley, -pruning: one table and its figure(s)."""
+    from copra import plots
+    from copra.tables import gather
 
-    module = importlib.import_module(f"copra.{args.module}")
-    getattr(module, f"gather_{args.module}")(args.inputs, args.output, args.figure)
+    gather(args.inputs, args.output, args.figure, getattr(plots, f"plot_{args.module}"))
 
 
 def cmd_gather_lmc(args):
@@ -453,12 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_federate)
 
-    p = sub.add_parser("gather-federated", help="one federated table and its figure")
-    p.add_argument("--output", required=True)
-    p.add_argument("--figure", required=True)
-    p.add_argument("inputs", nargs="+")
-    p.set_defaults(func=cmd_gather_federated)
-
     p = sub.add_parser("lmc", help="linear mode connectivity between two runs' adapters")
     _model_options(p, seed_flag="--model-seed")
     p.add_argument("--run-a", required=True, help="results/<task>/<method>/seed<a>")
@@ -486,12 +468,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight", type=float, default=config.default("merging.multitask_weight"))
     p.set_defaults(func=cmd_merge_tasks)
 
-    p = sub.add_parser("gather-merging", help="one merging table and a figure per task")
-    p.add_argument("--output", required=True)
-    p.add_argument("--figures", required=True, help="folder of <task>.png")
-    p.add_argument("inputs", nargs="+")
-    p.set_defaults(func=cmd_gather_merging)
-
     p = sub.add_parser("shapley", help="per-layer Shapley values of a run's adapter")
     _run_options(p)
     _add_settings(p, ShapleySettings)
@@ -513,10 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.set_defaults(func=cmd_prune)
 
-    for module in ("shapley", "pruning"):
+    for module in ("merging", "federated", "shapley", "pruning"):
         p = sub.add_parser(f"gather-{module}", help=f"one {module} table and its figure")
         p.add_argument("--output", required=True)
-        p.add_argument("--figure", required=True)
+        if module == "merging":  # one figure per task, in a folder
+            p.add_argument("--figures", dest="figure", required=True, help="folder of <task>.png")
+        else:
+            p.add_argument("--figure", required=True)
         p.add_argument("inputs", nargs="+")
         p.set_defaults(func=cmd_gather, module=module)
 

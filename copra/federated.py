@@ -36,7 +36,7 @@ from copra.finetune import (
 from copra.layer_drop import LayerDropSettings
 from copra.lora import LoraSettings, wrapped_module_names
 from copra.provenance import write_manifest
-from copra.tables import concat_tables, read_sequences, read_task_table
+from copra.tables import read_sequences, read_task_table
 from copra.targets import Targets
 
 log = logging.getLogger(__name__)
@@ -411,12 +411,3 @@ def run_federated(
 def class_counts(classes: np.ndarray) -> dict[str, int]:
     labels, counts = np.unique(classes, return_counts=True)
     return {str(label): int(count) for label, count in zip(labels, counts, strict=True)}
-
-
-def gather_federated(inputs, output, figure) -> None:
-    """One table of every federated run, and the figure of metric per round (LoRA vs CopRA)."""
-    from copra.plots import plot_federated
-
-    table = concat_tables(inputs)
-    write_table(output, table)
-    plot_federated(table, figure)

@@ -30,7 +30,7 @@ from copra.errors import InputError
 from copra.finetune import Batcher, TaskData, predict, task_data
 from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
-from copra.tables import concat_tables, read_sequences, read_task_table
+from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
@@ -374,12 +374,3 @@ def _write(rows, output, runs, inputs, settings, config_snapshot) -> pd.DataFram
         precision="float32",
     )
     return table
-
-
-def gather_merging(inputs, output, figures) -> None:
-    """One table of every merge, and a figure per task (LoRA beside CopRA)."""
-    from copra.plots import plot_merging
-
-    table = concat_tables(inputs)
-    write_table(output, table)
-    plot_merging(table, figures)

@@ -27,7 +27,7 @@ from copra.errors import InputError
 from copra.finetune import Batcher, predict, task_data
 from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
-from copra.tables import concat_tables, read_sequences, read_task_table
+from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
@@ -277,12 +277,3 @@ def save_adapter(adapter: Adapter, source_dir, output) -> None:
             {k: v.contiguous() for k, v in adapter.tensors.items()},
             str(tmp / "adapter_model.safetensors"),
         )
-
-
-def gather_pruning(inputs, output, figure) -> None:
-    """One table of every run's pruning curves and the figure (LoRA beside CopRA)."""
-    from copra.plots import plot_pruning
-
-    table = concat_tables(inputs)
-    write_table(output, table)
-    plot_pruning(table, figure)

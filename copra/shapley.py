@@ -25,7 +25,7 @@ from copra.finetune import Batcher, load_finetuned, predict, task_data
 from copra.lora import lora_layers_by_block
 from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
-from copra.tables import concat_tables, read_sequences, read_task_table
+from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
@@ -244,12 +244,3 @@ def run_shapley(
         split="valid",
     )
     return values
-
-
-def gather_shapley(inputs, output, figure) -> None:
-    """One table of every run's Shapley values and the figure (LoRA beside CopRA)."""
-    from copra.plots import plot_shapley
-
-    table = concat_tables(inputs)
-    write_table(output, table)
-    plot_shapley(table, figure)

@@ -38,3 +38,10 @@ def write_predictions(path, table: pd.DataFrame, kind: str, targets: Targets, sc
 def concat_tables(paths) -> pd.DataFrame:
     """The TSV tables at `paths`, one below the other."""
     return pd.concat([pd.read_csv(path, sep="\t") for path in paths], ignore_index=True)
+
+
+def gather(inputs, output, figure, plot) -> None:
+    """The tables at `inputs` as one table at `output`, and `plot(table, figure)`."""
+    table = concat_tables(inputs)
+    write_table(output, table)
+    plot(table, figure)
