@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from copra import config
 from copra.atomic import write_table
 from copra.backbone import load_backbone
 from copra.device import pick_device, precision
@@ -30,13 +29,14 @@ from copra.finetune import (
     TaskData,
     Trainer,
     build_model,
+    read_training_task,
     steps_per_epoch,
     task_data,
+    training_defaults,
 )
 from copra.layer_drop import LayerDropSettings
 from copra.lora import LoraSettings, wrapped_module_names
 from copra.provenance import write_manifest
-from copra.tables import read_sequences, read_task_table
 from copra.targets import Targets
 
 log = logging.getLogger(__name__)
@@ -355,16 +355,13 @@ def run_federated(
     counts = {"clients": clients, "rounds": rounds, "local_epochs": local_epochs,
               "dirichlet_alpha": dirichlet_alpha}  # fmt: skip
     check_choices(method, partition, aggregations, counts)
-    settings, lora = settings or FinetuneSettings(), lora or LoraSettings()
-    layer_drop = layer_drop or LayerDropSettings()
-    head = head or {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
-    table = read_task_table(table_path, kind)
-    sequences = read_sequences(sequences_path)
-    train_rows = table[table.split == "train"]
-    targets = Targets.from_training(kind, train_rows["label"], multilabel, label_separator)
+    settings, lora, layer_drop, head = training_defaults(settings, lora, layer_drop, head)
+    table, sequences, targets = read_training_task(
+        table_path, sequences_path, kind, multilabel, label_separator
+    )
     data = {s: task_data(table[table.split == s], sequences, kind, targets)
             for s in ("train", *SPLITS)}  # fmt: skip
-    classes = row_classes(train_rows["label"], targets)
+    classes = row_classes(table[table.split == "train"]["label"], targets)
     parts = partition_clients(classes, clients, partition, dirichlet_alpha, seed)
     backbone = {"name": model_name, "weights": weights, "seed": model_seed,
                 "weights_dir": weights_dir}  # fmt: skip

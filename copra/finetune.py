@@ -332,6 +332,21 @@ def save_weights(model: ProteinModel, method: str, out_dir: Path) -> None:
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(tmp))
 
 
+def training_defaults(settings, lora, layer_drop, head):
+    """The settings of a training run, each taking the schema's defaults when not given."""
+    head = head or {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
+    return (settings or FinetuneSettings(), lora or LoraSettings(),
+            layer_drop or LayerDropSettings(), head)  # fmt: skip
+
+
+def read_training_task(table_path, sequences_path, kind, multilabel, label_separator):
+    """The task table, its sequences, and the targets encoded from its training rows."""
+    table = read_task_table(table_path, kind)
+    train_labels = table[table.split == "train"]["label"]
+    targets = Targets.from_training(kind, train_labels, multilabel, label_separator)
+    return table, read_sequences(sequences_path), targets
+
+
 def run_finetune(
     table_path,
     sequences_path,
@@ -356,13 +371,10 @@ def run_finetune(
     """Fine-tune one task with one method and seed; write the run folder."""
     started = time.time()
     out_dir = Path(out_dir)
-    settings, lora = settings or FinetuneSettings(), lora or LoraSettings()
-    layer_drop = layer_drop or LayerDropSettings()
-    head = head or {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
-    table = read_task_table(table_path, kind)
-    sequences = read_sequences(sequences_path)
-    train_rows = table[table.split == "train"]
-    targets = Targets.from_training(kind, train_rows["label"], multilabel, label_separator)
+    settings, lora, layer_drop, head = training_defaults(settings, lora, layer_drop, head)
+    table, sequences, targets = read_training_task(
+        table_path, sequences_path, kind, multilabel, label_separator
+    )
     data = {
         s: task_data(table[table.split == s], sequences, kind, targets) for s in ("train", "valid")
     }
