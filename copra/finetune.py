@@ -133,6 +133,13 @@ def predict(
     return outputs
 
 
+def score_split(model, data: TaskData, targets: Targets, batcher: Batcher) -> dict[str, float]:
+    """Loss and primary metric of `model` on one split, evaluated in float32."""
+    outputs = predict(model, data, batcher, 16, float32=True)
+    loss, metric = loss_and_primary_metric(outputs, data.targets, targets)
+    return {"loss": loss, targets.primary_metric: metric}
+
+
 def build_model(method: str, backbone, targets: Targets, kind: str, lora: LoraSettings, head: dict):
     """The ProteinModel of a method: only adapters + head train for lora/copra, all for full."""
     network = backbone.model

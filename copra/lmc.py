@@ -22,8 +22,7 @@ from copra.atomic import write_table
 from copra.backbone import load_backbone
 from copra.device import pick_device
 from copra.errors import InputError
-from copra.finetune import Batcher, predict, task_data
-from copra.metrics import loss_and_primary_metric
+from copra.finetune import Batcher, score_split, task_data
 from copra.tables import concat_tables, read_sequences, read_task_table
 from copra.trained_run import TrainedRun
 
@@ -47,13 +46,6 @@ def path_model(runs, adapters, heads, backbone, path: str, alpha: float, device=
     """The model at `alpha` on `path`: a fresh copy of the backbone under the combined adapter."""
     network = with_adapter(copy.deepcopy(backbone.model), path_adapter(adapters, path, alpha))
     return runs[0].model(network, backbone, interpolate_heads(*heads, alpha)).float().to(device)
-
-
-def score_split(model, data, targets, batcher) -> dict[str, float]:
-    """Loss and primary metric of `model` on one split."""
-    outputs = predict(model, data, batcher, 16, float32=True)
-    loss, metric = loss_and_primary_metric(outputs, data.targets, targets)
-    return {"loss": loss, targets.primary_metric: metric}
 
 
 def barriers(curve: pd.DataFrame) -> pd.DataFrame:

@@ -24,8 +24,7 @@ from copra.atomic import atomic_directory, write_table
 from copra.backbone import load_backbone
 from copra.device import pick_device
 from copra.errors import InputError
-from copra.finetune import Batcher, predict, task_data
-from copra.metrics import loss_and_primary_metric
+from copra.finetune import Batcher, score_split, task_data
 from copra.provenance import write_manifest
 from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
@@ -213,12 +212,8 @@ def run_pruning(
         network.base_model.set_adapter("pruned")
         model.to(device)
         for split in SPLITS:
-            outputs = predict(model, data[split], batcher, 16, float32=True)
-            loss, value = loss_and_primary_metric(outputs, data[split].targets, targets)
-            rows += [
-                (*key, scheme, amount, split, "loss", loss),
-                (*key, scheme, amount, split, targets.primary_metric, value),
-            ]
+            scores = score_split(model, data[split], targets, batcher)
+            rows += [(*key, scheme, amount, split, m, v) for m, v in scores.items()]
         network.base_model.set_adapter("default")
         network.delete_adapter("pruned")
     result = pd.DataFrame(rows, columns=COLUMNS)

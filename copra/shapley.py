@@ -21,9 +21,8 @@ from copra.atomic import write_table
 from copra.backbone import load_backbone
 from copra.device import pick_device
 from copra.errors import InputError
-from copra.finetune import Batcher, load_finetuned, predict, task_data
+from copra.finetune import Batcher, load_finetuned, score_split, task_data
 from copra.lora import lora_layers_by_block
-from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
 from copra.tables import read_sequences, read_task_table
 from copra.trained_run import TrainedRun
@@ -218,9 +217,8 @@ def run_shapley(
     batcher = Batcher(backbone.alphabet, device, run.manifest["settings"]["max_residues"])
 
     def evaluate() -> dict[str, float]:
-        outputs = predict(model, valid, batcher, 16, float32=True)
-        loss, metric = loss_and_primary_metric(outputs, valid.targets, targets)
-        return {"metric": metric, "neg_loss": -loss}
+        scores = score_split(model, valid, targets, batcher)
+        return {"metric": scores[targets.primary_metric], "neg_loss": -scores["loss"]}
 
     groups = player_modules(model.backbone, settings.players)
     game = CoalitionGame(list(groups), switcher(groups), evaluate)
