@@ -52,15 +52,25 @@ def _fractions(text: str) -> dict:
 def cmd_demo_data(args):
     from copra.demo_data import write_demo_data
 
-    for path in write_demo_data(args.output_dir, args.sequences, args.seed):
+    for path in write_demo_data(args.output_dir, args.sequences, args.seed, args.complexes):
         log.info("wrote %s", path)
 
 
 def cmd_ingest(args):
+    from copra.complexes import KIND, ComplexSettings, run_ingest_complexes
     from copra.ingest import run_ingest
 
     columns = dict(item.split("=", 1) for item in args.column)
     columns = {k: int(v) if v.isdigit() else v for k, v in columns.items()}
+    if args.kind == KIND:
+        if not (args.structures and args.output_dir):
+            raise InputError(f"--kind {KIND} needs --structures and --output-dir")
+        task = {"labels": args.labels, "structures": args.structures, "columns": columns,
+                "header": not args.no_header, "mutations": args.mutations}  # fmt: skip
+        run_ingest_complexes(task, args.output_dir, _settings(args, ComplexSettings))
+        return
+    if not (args.table and args.sequence_table):
+        raise InputError(f"--kind {args.kind} needs --table and --sequence-table")
     task = {
         "kind": args.kind,
         "labels": args.labels,
@@ -82,8 +92,18 @@ def cmd_fetch_weights(args):
     log.info("weights of %s at %s", args.model, path)
 
 
+def _embedding_settings(args):
+    """Per-residue matrices cover whole chains (windows); pooled vectors follow the settings."""
+    from copra.embed import EmbeddingSettings
+
+    settings = _settings(args, EmbeddingSettings)
+    if args.per_residue:
+        return dataclasses.replace(settings, pooling="none", long_sequences="windows")
+    return settings
+
+
 def cmd_embed(args):
-    from copra.embed import EmbeddingSettings, run_embed
+    from copra.embed import run_embed
 
     model, weights = args.model, args.weights
     if model.endswith(".pt"):
@@ -95,7 +115,7 @@ def cmd_embed(args):
         fasta=args.fasta,
         sequence_table=args.sequence_table,
         cache_dir=None if args.no_cache else args.cache_dir,
-        settings=_settings(args, EmbeddingSettings),
+        settings=_embedding_settings(args),
         seed=args.seed,
         weights_dir=args.weights_dir,
         download_url=args.download_url,
@@ -148,6 +168,29 @@ def cmd_finetune(args):
         seed=args.seed,
         download_url=args.download_url,
         **_training_kwargs(args),
+    )
+
+
+def cmd_train_complex(args):
+    from copra.coformer import CoFormerSettings
+    from copra.complex_training import ComplexTrainingSettings, run_complex
+    from copra.layer_drop import LayerDropSettings
+    from copra.lora import LoraSettings
+
+    run_complex(
+        args.data_dir,
+        args.output_dir,
+        method=args.method,
+        seed=args.seed,
+        folds=args.folds,
+        residue_embeddings=args.residue_embeddings,
+        download_url=args.download_url,
+        settings=_settings(args, ComplexTrainingSettings),
+        coformer=_settings(args, CoFormerSettings),
+        lora=_settings(args, LoraSettings, "lora_"),
+        layer_drop=_settings(args, LayerDropSettings, "layer_drop_"),
+        config_snapshot=_config_snapshot(args.config_json),
+        **_model_kwargs(args),
     )
 
 
@@ -312,7 +355,12 @@ def _task_options(parser):
     parser.add_argument(
         "--kind",
         required=True,
-        choices=["sequence_classification", "sequence_regression", "pair_classification"],
+        choices=[
+            "sequence_classification",
+            "sequence_regression",
+            "pair_classification",
+            "complex_regression",
+        ],
     )
     parser.add_argument("--multilabel", action="store_true")
     parser.add_argument("--label-separator", default=";")
@@ -338,6 +386,27 @@ def _training_options(parser):
         parser.add_argument(flag, type=type(default), default=default)
 
 
+def _complex_options(parser):
+    """A complex task's ingested data, the method, and the model and training settings."""
+    from copra.coformer import CoFormerSettings
+    from copra.complex_training import METHODS, ComplexTrainingSettings
+    from copra.layer_drop import LayerDropSettings
+    from copra.lora import LoraSettings
+
+    _model_options(parser, seed_flag="--model-seed")
+    parser.add_argument("--data-dir", required=True, help="results/<task>/data from ingest")
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--folds", type=int, default=config.default("complex.folds"))
+    parser.add_argument("--residue-embeddings", help="per-residue embeddings (method head)")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
+    _add_settings(parser, ComplexTrainingSettings)
+    _add_settings(parser, CoFormerSettings)
+    _add_settings(parser, LoraSettings, "lora_")
+    _add_settings(parser, LayerDropSettings, "layer_drop_")
+
+
 def _run_options(parser):
     """One trained run and its task's data."""
     _model_options(parser, seed_flag="--model-seed")
@@ -360,6 +429,7 @@ def _merge_options(parser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from copra.complexes import ComplexSettings
     from copra.embed import EmbeddingSettings
     from copra.head_baseline import HeadSettings
     from copra.pruning import SCHEMES, PruningSettings
@@ -375,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-data", help="write the bundled demo's FASTA and label files")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--sequences", type=int, default=config.default("demo.sequences"))
+    p.add_argument("--complexes", type=int, default=config.default("demo.complexes"))
     p.add_argument("--seed", type=int, default=config.default("demo.seed"))
     p.set_defaults(func=cmd_demo_data)
 
@@ -389,8 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--split-fractions", default=",".join(str(fractions[k]) for k in ("train", "valid", "test"))
     )
     p.add_argument("--split-seed", type=int, default=config.default("ingest.split_seed"))
-    p.add_argument("--table", required=True)
-    p.add_argument("--sequence-table", required=True)
+    p.add_argument("--table")
+    p.add_argument("--sequence-table")
+    p.add_argument("--structures", help="complex_regression: folder of structure files")
+    p.add_argument("--mutations", help="complex_regression: table pdb,mutation[,ddg]")
+    p.add_argument("--output-dir", help="complex_regression: folder of the ingested tables")
+    _add_settings(p, ComplexSettings)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("fetch-weights", help="download ESM-2 weights into a shared weights folder")
@@ -408,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=config.default("embedding.cache_dir"))
     p.add_argument(
         "--no-cache", action="store_true", help="compute afresh; neither read nor write the cache"
+    )
+    p.add_argument(
+        "--per-residue", action="store_true", help="a matrix per sequence (complex tasks)"
     )
     _add_settings(p, EmbeddingSettings)
     p.set_defaults(func=cmd_embed)
@@ -428,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("train-complex", help="cross-validate the protein-RNA affinity model")
+    _complex_options(p)
+    p.set_defaults(func=cmd_train_complex)
 
     p = sub.add_parser("federate", help="federated LoRA or CopRA over clients of a task")
     _training_options(p)

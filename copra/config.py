@@ -15,6 +15,8 @@ from copra.errors import InputError
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 # The `head:` settings that fine-tuned models share with the head baseline (the rest is training).
 HEAD_ARCHITECTURE = ("hidden", "dropout", "pair_combination")
+# The `complex:` settings that only structure ingest reads (the rest is the model and training).
+COMPLEX_INGEST_ONLY = ("cutoff", "patch_residues", "on_error", "fold_seed")
 
 
 @functools.cache

@@ -1,5 +1,7 @@
 """The bundled demo: small deterministic tasks with a planted signal, one of each task kind.
 
+The complex task's structures come from copra/demo_complexes.py.
+
 Signals are in residue composition, which mean-pooled embeddings carry even with random weights.
 """
 
@@ -8,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from copra import demo_complexes
 from copra.atomic import atomic_path, write_table
 
 BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
@@ -20,6 +23,7 @@ FILES = (
     "stability.tsv",
     "partners.fasta",
     "interactions.tsv",
+    *demo_complexes.FILES,
 )
 
 
@@ -96,10 +100,11 @@ def pair_task(rng, n: int, folder: Path) -> None:
     write_table(folder / "interactions.tsv", table)
 
 
-def write_demo_data(folder, n_sequences: int, seed: int) -> list[Path]:
-    """Write the demo's FASTA and label files into `folder`; the same seed gives the same bytes."""
+def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) -> list[Path]:
+    """Write the demo's FASTA, label and structure files into `folder`; same seed, same bytes."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     sequence_tasks(rng, n_sequences, folder)
     pair_task(rng, n_sequences // 2, folder)
-    return [folder / name for name in FILES]
+    demo_complexes.write_demo_complexes(folder, n_complexes, seed)
+    return [folder / name for name in FILES] + [folder / demo_complexes.STRUCTURES]

@@ -118,9 +118,13 @@ class ChunkEncoder:
 
 
 class PooledSequences:
-    """Sums window representations per residue, then mean-pools each finished sequence."""
+    """Sums window representations per residue, then mean-pools each finished sequence.
 
-    def __init__(self, chunks: list[Chunk]):
+    With `pool=False` a finished sequence gives its per-residue matrix instead.
+    """
+
+    def __init__(self, chunks: list[Chunk], pool: bool = True):
+        self.pool = pool
         self.lengths = {}
         self.pending = {}
         for chunk in chunks:
@@ -131,7 +135,7 @@ class PooledSequences:
         self.counts: dict[int, torch.Tensor] = {}
 
     def add(self, chunk: Chunk, reps: torch.Tensor) -> torch.Tensor | None:
-        """Add one chunk; the pooled vector when its sequence is complete, else None."""
+        """Add one chunk; the pooled vector (or matrix) when its sequence is complete, else None."""
         index = chunk.sequence
         if index not in self.sums:
             self.sums[index] = torch.zeros(self.lengths[index], reps.shape[1])
@@ -143,7 +147,7 @@ class PooledSequences:
         if self.pending[index]:
             return None
         per_residue = self.sums.pop(index) / self.counts.pop(index)
-        return per_residue.mean(dim=0)
+        return per_residue.mean(dim=0) if self.pool else per_residue
 
 
 def resolve_layer(backbone: Backbone, layer: int) -> int:
@@ -165,8 +169,8 @@ def embed_sequences(
 ) -> np.ndarray:
     """Mean-pooled float32 vectors, one per sequence, in input order.
 
-    `on_vector(index, vector)` is called as each sequence finishes (the cache uses it to save
-    progress as it goes).
+    With `settings.pooling == "none"` a list of per-residue matrices instead. `on_vector(index,
+    vector)` is called as each sequence finishes (the cache uses it to save progress as it goes).
     """
     device = pick_device(settings.device)
     names = names or [f"#{i}" for i in range(len(sequences))]
@@ -179,8 +183,9 @@ def embed_sequences(
         )
     backbone.model.to(device)
     encoder = ChunkEncoder(backbone, layer, device, names)
-    pooled = PooledSequences(chunks)
-    out = np.zeros((len(sequences), backbone.embed_dim), dtype=np.float32)
+    per_residue = settings.pooling == "none"
+    pooled = PooledSequences(chunks, pool=not per_residue)
+    out = [None] * len(sequences)
     with tqdm(total=len(sequences), desc="embedding", unit="seq", mininterval=5) as bar:
         for batch in token_batches(chunks, settings.batch_tokens):
             for chunk, reps in zip(batch, encoder.encode(batch), strict=True):
@@ -190,7 +195,9 @@ def embed_sequences(
                     bar.update()
                     if on_vector:
                         on_vector(chunk.sequence, out[chunk.sequence])
-    return out
+    if per_residue:
+        return out
+    return np.stack(out) if out else np.zeros((0, backbone.embed_dim), dtype=np.float32)
 
 
 def cache_key(backbone: Backbone, settings: EmbeddingSettings) -> dict:
@@ -226,7 +233,7 @@ class ShardWriter:
 
     def flush(self) -> None:
         if self.hashes:
-            self.cache.add(self.hashes, np.stack(self.vectors))
+            self.cache.add(self.hashes, self.vectors)
         self.hashes, self.vectors, self.last = [], [], time.monotonic()
 
 
@@ -265,21 +272,32 @@ def read_inputs(fasta=None, sequence_table=None) -> tuple[list[str], list[str]]:
     return table["seq_hash"].tolist(), table["sequence"].tolist()
 
 
-def write_embeddings(output, ids: list[str], vectors: np.ndarray, metadata: dict) -> None:
-    """One float32 vector per id in an `.npz` (`ids`, `embeddings`, `metadata` as JSON)."""
+def write_embeddings(output, ids: list[str], vectors, metadata: dict) -> None:
+    """One float32 vector per id in an `.npz` (`ids`, `embeddings`, `metadata` as JSON).
+
+    Per-residue matrices (a list) are stored one below the other, with their `lengths`.
+    """
+    arrays = {}
+    if isinstance(vectors, list):
+        arrays["lengths"] = np.array([len(v) for v in vectors], dtype=np.int64)
+        vectors = np.concatenate(vectors) if vectors else np.zeros((0, 0))
     with atomic_path(output, suffix=".npz") as tmp:
         np.savez(
             tmp,
             ids=np.array(ids, dtype=str),
             embeddings=vectors.astype(np.float32),
             metadata=np.array(json.dumps(metadata, sort_keys=True)),
+            **arrays,
         )
 
 
-def read_embeddings(path) -> tuple[list[str], np.ndarray, dict]:
+def read_embeddings(path) -> tuple[list[str], np.ndarray | list[np.ndarray], dict]:
     """The inverse of `write_embeddings`."""
     with np.load(path) as data:
-        return data["ids"].tolist(), data["embeddings"], json.loads(str(data["metadata"]))
+        vectors = data["embeddings"]
+        if "lengths" in data:
+            vectors = np.split(vectors, np.cumsum(data["lengths"])[:-1])
+        return data["ids"].tolist(), vectors, json.loads(str(data["metadata"]))
 
 
 def run_embed(
@@ -307,4 +325,7 @@ def run_embed(
     )
     vectors = embed_unique(backbone, unique, settings, cache_dir, names)
     metadata = cache_key(backbone, settings)
-    write_embeddings(Path(output), ids, np.stack([vectors[k] for k in hashes]), metadata)
+    ordered = [vectors[k] for k in hashes]
+    if settings.pooling != "none":
+        ordered = np.stack(ordered) if ordered else np.zeros((0, backbone.embed_dim))
+    write_embeddings(Path(output), ids, ordered, metadata)

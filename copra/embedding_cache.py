@@ -1,5 +1,8 @@
 """Content-addressed embedding store: vectors keyed by sequence hash, in append-only shards.
 
+Per-residue matrices (pooling "none", for complex tasks) are stored one below the other with
+their lengths.
+
 One folder per (model, weights, layer, pooling, long-sequence policy, precision); each shard is an
 uncompressed `.npz` of `hashes` and `vectors`, written under a temporary name and renamed, so a
 crash or a kill never leaves a partial shard that readers could see.
@@ -43,15 +46,23 @@ class EmbeddingCache:
                 hits = [i for i, key in enumerate(keys) if key in wanted and key not in found]
                 if hits:
                     vectors = data["vectors"]
+                    if "lengths" in data:  # per-residue matrices, one below the other
+                        vectors = np.split(vectors, np.cumsum(data["lengths"])[:-1])
                     found.update((str(keys[i]), vectors[i]) for i in hits)
         return found
 
-    def add(self, hashes: list[str], vectors: np.ndarray) -> Path | None:
-        """Store a batch of vectors as one new shard."""
+    def add(self, hashes: list[str], vectors) -> Path | None:
+        """Store a batch of vectors (or of per-residue matrices) as one new shard."""
         if not hashes:
             return None
+        arrays = {"hashes": np.array(hashes, dtype="U32")}
+        if any(np.ndim(v) == 2 for v in vectors):
+            arrays["lengths"] = np.array([len(v) for v in vectors], dtype=np.int64)
+            arrays["vectors"] = np.concatenate(vectors).astype(np.float32)
+        else:
+            arrays["vectors"] = np.stack(vectors).astype(np.float32)
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
         target = self.folder / name
         with atomic_path(target, suffix=".npz") as tmp:
-            np.savez(tmp, hashes=np.array(hashes, dtype="U32"), vectors=vectors.astype(np.float32))
+            np.savez(tmp, **arrays)
         return target

@@ -11,7 +11,8 @@ from copra.provenance import write_manifest
 from copra.targets import Targets
 
 COLUMNS = ["task", "method", "seed", "split", "metric", "value", "ci_low", "ci_high"]
-EVALUATED_SPLITS = ("valid", "test")
+# ddg: predicted mutation effects of complex tasks against the measured ones (where given).
+EVALUATED_SPLITS = ("valid", "test", "ddg")
 
 
 def evaluate_predictions(
@@ -24,13 +25,13 @@ def evaluate_predictions(
     bootstrap: int = config.default("evaluation.bootstrap"),
     bootstrap_seed: int = config.default("evaluation.seed"),
 ) -> pd.DataFrame:
-    """Tidy metrics of one run's predictions on the valid and test splits."""
+    """Tidy metrics of one run's predictions on the valid, test and ddg splits (labelled rows)."""
     targets = Targets.from_json(Path(targets_path).read_text())
     label_type = float if targets.kind == "regression" else str
     predictions = pd.read_csv(predictions_path, sep="\t", dtype={"label": label_type})
     rows = []
     for split in EVALUATED_SPLITS:
-        part = predictions[predictions.split == split]
+        part = predictions[(predictions.split == split) & predictions.label.notna()]
         if part.empty:
             continue
         scores = part[targets.score_columns()].to_numpy(dtype=float)

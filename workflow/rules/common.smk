@@ -11,7 +11,11 @@ from snakemake.common.configfile import load_configfile
 from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
-from copra.config import HEAD_ARCHITECTURE, check_keys  # noqa: E402
+from copra.config import (
+    COMPLEX_INGEST_ONLY,
+    HEAD_ARCHITECTURE,
+    check_keys,
+)  # noqa: E402
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
 from copra.job_environment import put_copra_on_path  # noqa: E402
 
@@ -42,6 +46,32 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 TASKS = sorted(config["tasks"])
 PAIR_KIND = "pair_classification"
+COMPLEX_KIND = "complex_regression"
+COMPLEX_TASKS = [t for t in TASKS if config["tasks"][t]["kind"] == COMPLEX_KIND]
+SEQUENCE_TASKS = [t for t in TASKS if t not in COMPLEX_TASKS]
+COMPLEX_METHODS = ("head", "lora", "copra")
+
+
+def names_pattern(names):
+    """A wildcard constraint matching exactly `names` (none: a pattern matching nothing)."""
+    return "|".join(map(re.escape, names)) or "(?!)"
+
+
+def check_task_sections():
+    """Adapter analyses (lmc, merging, ...) run on sequence tasks; complex tasks need fields."""
+    for name in COMPLEX_TASKS:
+        if "structures" not in config["tasks"][name]:
+            raise ValueError(f"task {name}: kind {COMPLEX_KIND} needs `structures:`")
+    for section in ("lmc", "merging", "federated", "shapley", "pruning"):
+        named = set(config[section]["tasks"] or []) & set(COMPLEX_TASKS)
+        if named:
+            raise ValueError(
+                f"{section}.tasks names complex task(s) {', '.join(sorted(named))}; "
+                f"{section} runs on sequence and pair tasks only"
+            )
+
+
+check_task_sections()
 
 put_copra_on_path(workflow.basedir)
 DEMO_DIR = "resources/demo"
@@ -61,6 +91,59 @@ def task(wildcards):
 
 def quoted(*words):
     return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def task_methods(name):
+    """The methods a task trains with: complex tasks have no full fine-tuning."""
+    if name in COMPLEX_TASKS:
+        return [m for m in config["methods"] if m in COMPLEX_METHODS]
+    return config["methods"]
+
+
+def complex_ingest_inputs(wildcards):
+    entry = task(wildcards)
+    inputs = {"labels": entry["labels"], "structures": entry["structures"]}
+    if "mutations" in entry:
+        inputs["mutations"] = entry["mutations"]
+    return inputs
+
+
+def complex_ingest_args(wildcards):
+    entry = task(wildcards)
+    words = ["--kind", COMPLEX_KIND, "--labels", entry["labels"]]
+    words += ["--structures", entry["structures"]]
+    if "mutations" in entry:
+        words += ["--mutations", entry["mutations"]]
+    for canonical, own in entry.get("columns", {}).items():
+        words += ["--column", f"{canonical}={own}"]
+    if not entry["header"]:
+        words.append("--no-header")
+    return f"{quoted(*words)} {settings_args('complex', '', COMPLEX_INGEST_ONLY + ('folds',))}"
+
+
+def complex_train_inputs(wildcards):
+    data = f"results/{wildcards.task}/data"
+    inputs = {
+        name: f"{data}/{name}.tsv"
+        for name in ("table", "chains", "patches", "mutations")
+    }
+    if wildcards.method == "head":
+        inputs["embeddings"] = f"{data}/residue_embeddings.npz"
+    else:
+        inputs["weights"] = weights_input(wildcards)
+    return inputs
+
+
+def complex_train_args(wildcards, input):
+    keys = [k for k in config["complex"] if k not in COMPLEX_INGEST_ONLY]
+    words = [model_args_for_training(wildcards), settings_args("complex", "", keys)]
+    words += [
+        settings_args("lora", "lora-"),
+        settings_args("layer_drop", "layer-drop-"),
+    ]
+    if wildcards.method == "head":
+        words.append(f"--residue-embeddings {quoted(input.embeddings)}")
+    return " ".join(words)
 
 
 def ingest_inputs(wildcards):
@@ -139,10 +222,14 @@ def embed_args(wildcards):
 def run_config(wildcards):
     """The part of the config that a run of one task depends on, recorded in its manifest."""
     method = getattr(wildcards, "method", "head")
-    sections = ["model", "head"]
-    sections += (
-        ["embedding"] if method == "head" else ["finetune", "lora", "layer_drop"]
+    sections = (
+        ["model", "complex"] if wildcards.task in COMPLEX_TASKS else ["model", "head"]
     )
+    if method == "head":
+        sections.append("embedding")
+    else:
+        sections += ["lora", "layer_drop"]
+        sections += [] if wildcards.task in COMPLEX_TASKS else ["finetune"]
     snapshot = {section: config[section] for section in sections}
     snapshot.update(
         task={wildcards.task: task(wildcards)}, method=method, seed=int(wildcards.seed)
@@ -172,14 +259,13 @@ def task_args(wildcards):
 
 
 def run_files(name):
-    """`name` in the folder of every run: each task, method and seed."""
-    return expand(
-        "results/{task}/{method}/seed{seed}/{name}",
-        task=TASKS,
-        method=config["methods"],
-        seed=config["seeds"],
-        name=name,
-    )
+    """`name` in the folder of every run: each task, its methods, and each seed."""
+    return [
+        f"results/{name_}/{method}/seed{seed}/{name}"
+        for name_ in TASKS
+        for method in task_methods(name_)
+        for seed in config["seeds"]
+    ]
 
 
 def lmc_tables():
@@ -214,9 +300,9 @@ def lmc_inputs(wildcards):
 
 
 def section_tasks(section):
-    """The tasks a section (lmc, merging, federated) covers: its `tasks`, or every task."""
+    """The tasks a section (lmc, merging, ...) covers: its `tasks`, or every sequence task."""
     chosen = config[section]["tasks"]
-    return TASKS if chosen is None else chosen
+    return SEQUENCE_TASKS if chosen is None else chosen
 
 
 def merging_seeds():

@@ -4,6 +4,7 @@
 rule demo_data:
     output:
         expand("{folder}/{name}", folder=DEMO_DIR, name=DEMO_FILES),
+        directory(f"{DEMO_DIR}/structures"),
     log:
         "logs/demo_data.log",
     localrule: True
@@ -12,7 +13,8 @@ rule demo_data:
     params:
         folder=subpath(output[0], parent=True),
         sequences=config["demo"]["sequences"],
+        complexes=config["demo"]["complexes"],
         seed=config["demo"]["seed"],
     shell:
         "copra demo-data --output-dir {params.folder} --sequences {params.sequences}"
-        " --seed {params.seed} 2> {log}"
+        " --complexes {params.complexes} --seed {params.seed} 2> {log}"

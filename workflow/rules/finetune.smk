@@ -21,6 +21,7 @@ rule finetune_adapter:
         "logs/benchmarks/finetune/{task}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method="lora|copra",
+        task=names_pattern(SEQUENCE_TASKS),
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
@@ -48,3 +49,4 @@ use rule finetune_adapter as finetune_full with:
         manifest="results/{task}/{method}/seed{seed}/manifest.json",
     wildcard_constraints:
         method="full",
+        task=names_pattern(SEQUENCE_TASKS),

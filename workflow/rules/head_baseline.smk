@@ -15,6 +15,8 @@ rule train_head:
         "logs/train_head/{task}/seed{seed}.log",
     benchmark:
         "logs/benchmarks/train_head/{task}/seed{seed}.tsv"
+    wildcard_constraints:
+        task=names_pattern(SEQUENCE_TASKS),
     conda:
         "../../envs/torch.yaml"
     params:

@@ -9,6 +9,8 @@ rule ingest:
         sequences="results/{task}/data/sequences.tsv",
     log:
         "logs/ingest/{task}.log",
+    wildcard_constraints:
+        task=names_pattern(SEQUENCE_TASKS),
     conda:
         "../../envs/data.yaml"
     params:
