@@ -165,8 +165,11 @@ def parse_mutation(text: str, where) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, structures):
-    """One row per mutation of each variant, checked against its complex's structure."""
+def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, structures, skipped=()):
+    """One row per mutation of each variant, checked against its complex's structure.
+
+    Variants of `skipped` complexes (left out under on_error: skip) are left out, logged.
+    """
     frame = read_label_table(path)
     for column in ("pdb", "mutation"):
         if column not in frame.columns:
@@ -176,6 +179,10 @@ def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, structur
     for variant, row in enumerate(frame.to_dict("records")):
         where = {"path": path, "line": row["_line"]}
         name = row["pdb"].strip()
+        if name in skipped:
+            log.warning("leaving out mutation %s (line %d): complex %s was skipped",
+                        row["mutation"].strip(), row["_line"], name)  # fmt: skip
+            continue
         if name not in known:
             raise InputError(f"complex {name!r} is not in the task's label table", **where)
         ddg = _label(row["ddg"], path, row["_line"]) if row.get("ddg", "").strip() else np.nan
@@ -280,7 +287,9 @@ def ingest_complexes(
     )
     mutation_table = pd.DataFrame(columns=MUTATION_COLUMNS)
     if mutations is not None:
-        mutation_table = read_mutations(mutations, table, chain_table, structures)
+        mutation_table = read_mutations(
+            mutations, table, chain_table, structures, {name for name, _, _ in skipped}
+        )
     proteins = chain_table[chain_table.kind == "protein"]["sequence"].tolist()
     mutated = mutation_table[mutation_table.kind == "protein"]
     proteins += list(mutant_sequences(mutated, chain_table).values())

@@ -23,10 +23,11 @@ PARTITION = "debug"
 DEMO_TASKS = {"localization", "membrane", "stability", "interaction"}
 # The demo's head baseline on SLURM: the rules that run as SLURM jobs (the rest are localrules),
 # and how many of each. Fine-tuning (minutes a job on 2 CPU cores) is left to test_pipeline.py.
-SLURM_RULES = {"ingest": 4, "embed": 4, "train_head": 4, "evaluate_run": 4}
+SLURM_RULES = {"ingest": 4, "ingest_complexes": 1, "embed": 4, "embed_residues": 1,
+               "train_head": 4, "train_complex": 1, "evaluate_run": 5}  # fmt: skip
 # The rules the profile gives a GPU.
-GPU_RULES = {"embed", "finetune_adapter", "finetune_full", "lmc", "merge_seeds", "merge_tasks",
-             "federate", "shapley", "pruning"}  # fmt: skip
+GPU_RULES = {"embed", "embed_residues", "finetune_adapter", "finetune_full", "train_complex", "lmc",
+             "merge_seeds", "merge_tasks", "federate", "shapley", "pruning"}  # fmt: skip
 # What every run on the CI cluster needs: it has no accounting database, so no sacct and no
 # accounts (plugin 2.8.0 declares --slurm-no-account but never reads it: its account guess fails
 # and it submits without -A); jobs stay visible to squeue for MinJobAge (600 s). Status checks
