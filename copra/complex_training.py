@@ -86,7 +86,7 @@ def read_complexes(data_dir) -> tuple[pd.DataFrame, dict[str, ComplexInput], pd.
         for kind in ("protein", "rna"):
             part = tokens[tokens.kind == kind]
             sides[kind] = tuple(
-                (chain, sequence[(name, chain)], rows.position.to_numpy())
+                (chain, sequence[(name, chain)], np.array(rows.position, dtype=np.int64))
                 for chain, rows in part.groupby("chain", sort=False)
             )
         ordered = pd.concat([tokens[tokens.kind == "protein"], tokens[tokens.kind == "rna"]])
