@@ -247,6 +247,12 @@ def cmd_plot_training(args):
     plot_training_curves(args.logs, args.output)
 
 
+def cmd_plot_complexes(args):
+    from copra.plots import plot_complexes
+
+    plot_complexes(args.predictions, args.output)
+
+
 def cmd_lmc(args):
     from copra.lmc import run_lmc
 
@@ -614,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("logs", nargs="+", help="results/<task>/<method>/seed<k>/training_log.tsv")
     p.set_defaults(func=cmd_plot_training)
+
+    p = sub.add_parser("plot-complexes", help="predicted against measured dG and ddG")
+    p.add_argument("--output", required=True)
+    p.add_argument("predictions", nargs="+", help="results/<task>/<method>/seed<k>/predictions.tsv")
+    p.set_defaults(func=cmd_plot_complexes)
     return parser
 
 

@@ -262,3 +262,38 @@ def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
             axes[row][column].legend(fontsize=6)
         axes[row][0].set_ylabel(f"{split} {metric}")
     _save(fig, output)
+
+
+def read_run_predictions(paths) -> pd.DataFrame:
+    """predictions.tsv of results/<task>/<method>/seed<k>/, tagged by run."""
+    frames = [
+        pd.read_csv(path, sep="\t").assign(
+            task=Path(path).parts[-4], method=Path(path).parts[-3], seed=Path(path).parts[-2]
+        )
+        for path in paths
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_complexes(prediction_paths, output) -> None:
+    """Rows: complex tasks, dG and (where mutations were measured) ddG. Columns: methods.
+    Out-of-fold predictions against the measured values."""
+    table = read_run_predictions(prediction_paths).dropna(subset=["label"])
+    methods = _ordered(table.method.unique())
+    rows = [(task, split) for task in sorted(table.task.unique()) for split in ("test", "ddg")
+            if (table[table.task == task].split == split).sum() > 1]  # fmt: skip
+    fig, axes = plt.subplots(len(rows), len(methods), figsize=(3.6 * len(methods), 3.4 * len(rows)),
+                             squeeze=False)  # fmt: skip
+    for (task, split), line in zip(rows, axes, strict=True):
+        name = "dG" if split == "test" else "ddG"
+        for ax, method in zip(line, methods, strict=True):
+            points = table[(table.task == task) & (table.method == method) & (table.split == split)]
+            ax.scatter(points.label, points.prediction, s=14, color=method_colour(method))
+            low = min(points.label.min(), points.prediction.min())
+            high = max(points.label.max(), points.prediction.max())
+            ax.plot([low, high], [low, high], ":", color="grey", linewidth=1)
+            rho = stats.spearmanr(points.label, points.prediction).statistic
+            ax.set_title(f"{task}: {method}\n{name}, Spearman {rho:.2f}", fontsize=9)
+            ax.set_xlabel(f"measured {name} (kcal/mol)")
+            ax.set_ylabel(f"predicted {name}, out of fold")
+    _save(fig, output)

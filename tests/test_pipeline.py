@@ -28,10 +28,11 @@ def test_demo_metrics_cover_every_task(demo_run):
         "ci_low",
         "ci_high",
     ]
-    assert set(metrics.task) == {"localization", "membrane", "stability", "interaction"}
-    assert set(metrics.split) == {"valid", "test"}
+    tasks = {"localization", "membrane", "stability", "interaction"}
+    assert set(metrics.task) == tasks | {"rna_affinity"}
+    assert set(metrics.split) == {"valid", "test", "ddg"}
     assert set(metrics.method) == {"head", "lora", "copra", "full"}
-    assert len(metrics.groupby(["task", "method"])) == 16
+    assert len(metrics.groupby(["task", "method"])) == 16 + 3  # complex tasks: no full
     regression = metrics[metrics.task == "stability"]
     assert set(regression.metric) == {"spearman", "pearson", "rmse", "mae"}
     classification = metrics[metrics.task == "interaction"]
@@ -40,7 +41,25 @@ def test_demo_metrics_cover_every_task(demo_run):
     assert (metrics.value <= metrics.ci_high + 1e-9).all()
     # The planted signal is learnt even with random backbone weights.
     test = metrics[(metrics.split == "test") & metrics.metric.isin(["aupr", "spearman"])]
-    assert (test.value > 0.6).all(), test
+    assert (test[test.task.isin(tasks)].value > 0.6).all(), test
+    assert (test[test.task == "rna_affinity"].value > 0.3).all(), test
+
+
+def test_demo_complex_task(demo_run):
+    """40 generated complexes: 5-fold CV, each predicted once, mutations scored, a figure."""
+    data = demo_run / "results/rna_affinity/data"
+    table = pd.read_csv(data / "table.tsv", sep="\t")
+    assert len(table) == 40 and set(table.fold) == set(range(5))
+    mutations = pd.read_csv(demo_run / "resources/demo/complex_mutations.csv")
+    for method in ("head", "lora", "copra"):
+        run = demo_run / "results/rna_affinity" / method / "seed0"
+        predictions = pd.read_csv(run / "predictions.tsv", sep="\t")
+        assert sorted(predictions.id[predictions.split == "test"]) == sorted(table.id)
+        assert (predictions.split == "ddg").sum() == len(mutations)
+        assert json.loads((run / "manifest.json").read_text())["folds"] == 5
+    assert not (demo_run / "results/rna_affinity/full").exists()
+    figure = demo_run / "results/figures/complexes.png"
+    assert figure.stat().st_size > 10_000
 
 
 def test_demo_records_provenance(demo_run):

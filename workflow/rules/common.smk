@@ -438,6 +438,11 @@ def per_run_tables(section):
     )
 
 
+def complex_run_files(name):
+    """`name` in the folder of every run of a complex task."""
+    return [f for f in run_files(name) if f.split("/")[1] in COMPLEX_TASKS]
+
+
 def all_targets():
     targets = [
         "results/metrics.tsv",
@@ -451,6 +456,8 @@ def all_targets():
     for section in ("shapley", "pruning"):
         if config[section]["methods"]:
             targets += [f"results/{section}.tsv", f"results/figures/{section}.png"]
+    if complex_run_files("predictions.tsv"):
+        targets.append("results/figures/complexes.png")
     if config["federated"]["methods"]:
         targets += ["results/federated.tsv", "results/figures/federated.png"]
     return targets

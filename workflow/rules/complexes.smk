@@ -58,3 +58,21 @@ rule train_complex:
         "copra --threads {threads} train-complex --method {wildcards.method} {params.args}"
         " --data-dir {params.data_dir} --seed {wildcards.seed} --output-dir {params.out_dir}"
         " --config-json {params.config:q} 2> {log}"
+
+
+rule plot_complexes:
+    input:
+        complex_run_files("predictions.tsv"),
+    output:
+        report(
+            "results/figures/complexes.png",
+            caption="../report/complexes.rst",
+            category="Structures",
+        ),
+    log:
+        "logs/plot_complexes.log",
+    localrule: True
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "copra plot-complexes --output {output} {input} 2> {log}"
