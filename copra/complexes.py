@@ -7,7 +7,7 @@ embedding cache like any other sequence. Mutations (`A:Y23F`) are checked agains
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from copra import config
 from copra.atomic import atomic_path, write_table
 from copra.errors import InputError
 from copra.ingest import SPLITS, read_label_table
+from copra.provenance import write_manifest
 from copra.sequences import sequence_hash
 from copra.structures import chain_fasta, crop_patch, interface, read_structure, resolve_chains
 
@@ -325,6 +326,18 @@ def run_ingest_complexes(task: dict, out_dir, settings: ComplexSettings) -> Inge
         settings=settings,
     )
     out_dir = Path(out_dir)
+    structures = [Path(task["structures"]) / name for name in ingested.table.file]
+    write_manifest(
+        out_dir / "manifest.json",
+        inputs=[
+            task["labels"],
+            *([task["mutations"]] if task.get("mutations") else []),
+            *structures,
+        ],
+        config={"task": task, "complex": asdict(settings)},
+        complexes=len(ingested.table),
+        skipped=ingested.skipped.to_dict("records"),
+    )
     for name in ("chains", "patches", "mutations", "skipped", "sequences", "table"):
         write_table(out_dir / f"{name}.tsv", getattr(ingested, name))
     write_fasta(out_dir / "chains.fasta", ingested.fasta)

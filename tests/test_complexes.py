@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import json
 import logging
 import re
 import shutil
@@ -26,8 +27,8 @@ from copra.structures import interface, read_structure, resolve_chains
 
 N = 40
 LABEL = {"label": "dG_kcal_mol"}
-OUTPUTS = ["chains.fasta", "chains.tsv", "mutations.tsv", "patches.tsv", "sequences.tsv",
-           "skipped.tsv", "table.tsv"]  # fmt: skip
+OUTPUTS = ["chains.fasta", "chains.tsv", "manifest.json", "mutations.tsv", "patches.tsv",
+           "sequences.tsv", "skipped.tsv", "table.tsv"]  # fmt: skip
 RECORDS = ("ATOM", "HETATM")
 FIRST = r"complex cplx_000 \(line 2 of \S+complexes\.csv\): \S+cplx_000\.pdb: "
 
@@ -323,6 +324,10 @@ def test_cli_writes_every_table(demo, tmp_path):
     assert table.id.tolist() == [f"cplx_{i:03d}" for i in range(N)]
     assert (table.tokens == 20).all()
     assert table.fold.tolist() == assign_folds(N, 5, 3).tolist()
+    manifest = json.loads((out / "manifest.json").read_text())
+    inputs = {Path(name).name for name in manifest["inputs"]}
+    assert {"complexes.csv", "complex_mutations.csv", "cplx_000.pdb"} <= inputs
+    assert len(inputs) == N + 2 and manifest["config"]["complex"]["patch_residues"] == 20
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ rule ingest_complexes:
         mutations="results/{task}/data/mutations.tsv",
         skipped="results/{task}/data/skipped.tsv",
         fasta="results/{task}/data/chains.fasta",
+        manifest="results/{task}/data/manifest.json",
     log:
         "logs/ingest/{task}.log",
     wildcard_constraints:
