@@ -138,19 +138,35 @@ def cmd_train_head(args):
     )
 
 
+def _adapter_kwargs(args) -> dict:
+    """The LoRA and layer-dropping settings (methods lora and copra)."""
+    from copra.layer_drop import LayerDropSettings
+    from copra.lora import LoraSettings
+
+    return {
+        "lora": _settings(args, LoraSettings, "lora_"),
+        "layer_drop": _settings(args, LayerDropSettings, "layer_drop_"),
+    }
+
+
+def _adapter_options(parser) -> None:
+    from copra.layer_drop import LayerDropSettings
+    from copra.lora import LoraSettings
+
+    _add_settings(parser, LoraSettings, "lora_")
+    _add_settings(parser, LayerDropSettings, "layer_drop_")
+
+
 def _training_kwargs(args) -> dict:
     """What fine-tuning and federated training share: the task, settings and config."""
     from copra.finetune import FinetuneSettings
-    from copra.layer_drop import LayerDropSettings
-    from copra.lora import LoraSettings
 
     return {
         "kind": args.kind,
         "multilabel": args.multilabel,
         "label_separator": args.label_separator,
         "settings": _settings(args, FinetuneSettings),
-        "lora": _settings(args, LoraSettings, "lora_"),
-        "layer_drop": _settings(args, LayerDropSettings, "layer_drop_"),
+        **_adapter_kwargs(args),
         "head": {name: getattr(args, f"head_{name}") for name in config.HEAD_ARCHITECTURE},
         "config_snapshot": _config_snapshot(args.config_json),
         **_model_kwargs(args),
@@ -174,8 +190,6 @@ def cmd_finetune(args):
 def cmd_train_complex(args):
     from copra.coformer import CoFormerSettings
     from copra.complex_training import ComplexTrainingSettings, run_complex
-    from copra.layer_drop import LayerDropSettings
-    from copra.lora import LoraSettings
 
     run_complex(
         args.data_dir,
@@ -187,9 +201,8 @@ def cmd_train_complex(args):
         download_url=args.download_url,
         settings=_settings(args, ComplexTrainingSettings),
         coformer=_settings(args, CoFormerSettings),
-        lora=_settings(args, LoraSettings, "lora_"),
-        layer_drop=_settings(args, LayerDropSettings, "layer_drop_"),
         config_snapshot=_config_snapshot(args.config_json),
+        **_adapter_kwargs(args),
         **_model_kwargs(args),
     )
 
@@ -375,8 +388,6 @@ def _task_options(parser):
 def _training_options(parser):
     """The task, backbone, fine-tuning, LoRA, layer-dropping and head options of training."""
     from copra.finetune import FinetuneSettings
-    from copra.layer_drop import LayerDropSettings
-    from copra.lora import LoraSettings
 
     _task_options(parser)
     _model_options(parser, seed_flag="--model-seed")
@@ -384,8 +395,7 @@ def _training_options(parser):
     parser.add_argument("--sequences", required=True, help="the task's sequence table from ingest")
     parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
     _add_settings(parser, FinetuneSettings)
-    _add_settings(parser, LoraSettings, "lora_")
-    _add_settings(parser, LayerDropSettings, "layer_drop_")
+    _adapter_options(parser)
     for name in config.HEAD_ARCHITECTURE:
         default = config.default(f"head.{name}")
         flag = f"--head-{name.replace('_', '-')}"
@@ -396,8 +406,6 @@ def _complex_options(parser):
     """A complex task's ingested data, the method, and the model and training settings."""
     from copra.coformer import CoFormerSettings
     from copra.complex_training import METHODS, ComplexTrainingSettings
-    from copra.layer_drop import LayerDropSettings
-    from copra.lora import LoraSettings
 
     _model_options(parser, seed_flag="--model-seed")
     parser.add_argument("--data-dir", required=True, help="results/<task>/data from ingest")
@@ -409,8 +417,7 @@ def _complex_options(parser):
     parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
     _add_settings(parser, ComplexTrainingSettings)
     _add_settings(parser, CoFormerSettings)
-    _add_settings(parser, LoraSettings, "lora_")
-    _add_settings(parser, LayerDropSettings, "layer_drop_")
+    _adapter_options(parser)
 
 
 def _run_options(parser):

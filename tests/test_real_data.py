@@ -25,6 +25,15 @@ def yeast_subset(shared_data, folder, positives=40, negatives=120, seed=0):
     return path
 
 
+def run_user_config(workdir, user_config: dict):
+    """The pipeline in `workdir` with a user's --configfile given after the demo's config.yaml
+    (its tasks replace the demo's)."""
+    config_path = workdir / "user.yaml"
+    config_path.write_text(yaml.safe_dump(user_config))
+    snakemake(workdir, "--configfile", REPO / "config.yaml", config_path)
+    return workdir
+
+
 @pytest.fixture(scope="module")
 def yeast_run(shared_data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("yeast")
@@ -44,10 +53,7 @@ def yeast_run(shared_data, tmp_path_factory):
         "federated": {"methods": ["lora"], "partitions": ["iid"], "clients": 2, "rounds": 2},
         "finetune": {"batch_size": 8, "gradient_accumulation": 1, "max_residues": 128},
     }
-    config_path = workdir / "yeast.yaml"
-    config_path.write_text(yaml.safe_dump(user_config))
-    snakemake(workdir, "--configfile", REPO / "config.yaml", config_path)
-    return workdir
+    return run_user_config(workdir, user_config)
 
 
 def test_user_config_replaces_demo_tasks(yeast_run):
@@ -107,10 +113,7 @@ def pra_run(shared_data, tmp_path_factory):
             "learning_rate": 0.001,
         },  # fmt: skip
     }
-    config_path = workdir / "pra.yaml"
-    config_path.write_text(yaml.safe_dump(user_config))
-    snakemake(workdir, "--configfile", config_path)
-    return workdir
+    return run_user_config(workdir, user_config)
 
 
 def test_real_complexes_ingest_and_cross_validate(pra_run, shared_data):
