@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
 PARTITION = "debug"
-DEMO_TASKS = {"localization", "membrane", "stability", "interaction"}
+DEMO_TASKS = {"localization", "membrane", "stability", "interaction", "rna_affinity"}
 # The demo's head baseline on SLURM: the rules that run as SLURM jobs (the rest are localrules),
 # and how many of each. Fine-tuning (minutes a job on 2 CPU cores) is left to test_pipeline.py.
 SLURM_RULES = {"ingest": 4, "ingest_complexes": 1, "embed": 4, "embed_residues": 1,
@@ -71,7 +71,7 @@ def require_cluster() -> None:
 def slurm_run(tmp_path_factory):
     """The demo's head baseline through the production profile on the local cluster.
 
-    The profile's GPU request for embed is switched off (the CI cluster has no GPUs; the test
+    The profile's GPU requests are switched off (the CI cluster has no GPUs; the test
     below checks that request on its own), and the partition is named the way a user would
     (which replaces the profile's default-resources, so runtime and mem_mb are repeated).
     PATH and PYTHONPATH are stripped to the system's: the jobs find the `copra` command and the
@@ -100,7 +100,7 @@ def slurm_run(tmp_path_factory):
             *CLUSTER_ARGS,
             "--slurm-keep-successful-logs",
             "--set-resources",
-            "embed:gpu=0",
+            *(f"{rule}:gpu=0" for rule in SLURM_RULES if rule in GPU_RULES),
             "--default-resources",
             f"slurm_partition={PARTITION}",
             "runtime=30",
@@ -118,7 +118,7 @@ def test_demo_metrics_through_slurm(slurm_run):
     workdir, _ = slurm_run
     metrics = pd.read_csv(workdir / "results" / "metrics.tsv", sep="\t")
     assert set(metrics.task) == DEMO_TASKS
-    assert set(metrics.split) == {"valid", "test"}
+    assert set(metrics.split) == {"valid", "test", "ddg"}  # ddg: the complex task's mutations
     for task in DEMO_TASKS:
         assert len(metrics[metrics.task == task]) >= 2, task
     assert (workdir / "results" / "figures" / "metrics.png").stat().st_size > 10_000
