@@ -122,6 +122,24 @@ def cmd_embed(args):
     )
 
 
+def cmd_embed_shard(args):
+    from copra.embed import run_embed_shard
+
+    run_embed_shard(
+        args.model,
+        args.weights,
+        args.output,
+        sequence_table=args.sequence_table,
+        cache_dir=args.cache_dir,
+        shard=args.shard,
+        shards=args.shards,
+        settings=_embedding_settings(args),
+        seed=args.seed,
+        weights_dir=args.weights_dir,
+        download_url=args.download_url,
+    )
+
+
 def cmd_train_head(args):
     from copra.head_baseline import HeadSettings, run_head_baseline
 
@@ -502,6 +520,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings(p, EmbeddingSettings)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("embed-shard", help="one shard of a sequence table into the cache")
+    _model_options(p)
+    p.add_argument("--sequence-table", required=True)
+    p.add_argument("--shard", type=int, required=True, help="0-based")
+    p.add_argument("--shards", type=int, required=True)
+    p.add_argument("--output", required=True, help="a JSON record of the shard")
+    p.add_argument("--cache-dir", default=config.default("embedding.cache_dir"))
+    p.add_argument("--per-residue", action="store_true")
+    _add_settings(p, EmbeddingSettings)
+    p.set_defaults(func=cmd_embed_shard)
 
     p = sub.add_parser("train-head", help="train the head-only baseline on cached embeddings")
     _task_options(p)

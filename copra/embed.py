@@ -300,6 +300,57 @@ def read_embeddings(path) -> tuple[list[str], np.ndarray | list[np.ndarray], dic
         return data["ids"].tolist(), vectors, json.loads(str(data["metadata"]))
 
 
+def shard_assignment(sequences: dict[str, str], shards: int) -> dict[str, int]:
+    """Each sequence hash's shard: longest first, onto the shard with the fewest residues.
+
+    It depends on the sequences alone (not on what the cache holds), so shard jobs running at
+    the same time, or again after a kill, agree on who computes what.
+    """
+    if shards < 1:
+        raise InputError(f"embedding.shards must be at least 1, not {shards}")
+    load = [0] * shards
+    assignment = {}
+    for key in sorted(sequences, key=lambda k: (-len(sequences[k]), k)):
+        shard = min(range(shards), key=lambda i: (load[i], i))
+        assignment[key] = shard
+        load[shard] += len(sequences[key])
+    return assignment
+
+
+def run_embed_shard(
+    model: str,
+    weights: str,
+    output,
+    *,
+    sequence_table,
+    cache_dir,
+    shard: int,
+    shards: int,
+    settings: EmbeddingSettings = EmbeddingSettings(),
+    seed: int = config.default("model.seed"),
+    weights_dir=None,
+    download_url: str = config.default("model.download_url"),
+) -> None:
+    """Put one shard's sequences into the cache; `output` records what it found and computed."""
+    if not 0 <= shard < shards:
+        raise InputError(f"shard {shard} is not one of 0..{shards - 1}")
+    ids, sequences = read_inputs(sequence_table=sequence_table)
+    unique = {sequence_hash(s): s for s in sequences}
+    assignment = shard_assignment(unique, shards)
+    mine = {k: v for k, v in unique.items() if assignment[k] == shard}
+    backbone = load_backbone(
+        model, weights, seed=seed, weights_dir=weights_dir, download_url=download_url
+    )
+    cache = EmbeddingCache(cache_dir, cache_key(backbone, settings))
+    cached = len(cache.lookup(mine))
+    embed_unique(backbone, mine, settings, cache_dir, dict(zip(mine, mine, strict=True)))
+    record = {"shard": shard, "shards": shards, "sequences": len(mine), "cached": cached,
+              "computed": len(mine) - cached, "residues": sum(map(len, mine.values())),
+              "cache": str(cache.folder)}  # fmt: skip
+    with atomic_path(output, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def run_embed(
     model: str,
     weights: str,

@@ -33,6 +33,8 @@ from copra.embed import (
     embed_sequences,
     read_embeddings,
     run_embed,
+    run_embed_shard,
+    shard_assignment,
     token_batches,
 )
 from copra.embedding_cache import EmbeddingCache
@@ -262,6 +264,53 @@ def test_second_run_computes_nothing_and_matches_exactly(tmp_path, caplog):
     fresh_ids, fresh, _ = embed_file(tmp_path, fasta, "fresh.npz", cache=None)
     assert fresh_ids == ids
     assert np.abs(fresh - first).max() < 1e-5
+
+
+def test_shards_balance_residues_and_do_not_depend_on_order():
+    sequences = {sequence_hash(s): s for s in random_sequences(40, 10, 200, seed=12)}
+    assignment = shard_assignment(sequences, 3)
+    assert set(assignment) == set(sequences) and set(assignment.values()) == {0, 1, 2}
+    loads = [sum(len(sequences[k]) for k in assignment if assignment[k] == i) for i in range(3)]
+    assert max(loads) - min(loads) <= max(map(len, sequences.values()))
+    shuffled = dict(reversed(list(sequences.items())))
+    assert shard_assignment(shuffled, 3) == assignment
+    assert set(shard_assignment(sequences, 1).values()) == {0}
+    with pytest.raises(InputError, match="at least 1"):
+        shard_assignment(sequences, 0)
+
+
+def test_sharded_embedding_equals_the_unsharded_run(tmp_path, caplog):
+    """Three shard jobs fill the cache; the gathering run computes nothing and gives the vectors
+    of one unsharded run. A shard run again (after a kill, say) computes nothing either."""
+    sequences = random_sequences(12, 10, 60, seed=13)
+    table = tmp_path / "sequences.tsv"
+    table.write_text("seq_hash\tlength\tsequence\n" + "".join(
+        f"{sequence_hash(s)}\t{len(s)}\t{s}\n" for s in sequences))  # fmt: skip
+    records = []
+    for shard in range(3):
+        out = tmp_path / f"shard{shard}.json"
+        run_embed_shard(NAME, "random", out, sequence_table=table, cache_dir=tmp_path / "cache",
+                        shard=shard, shards=3, seed=SEED)  # fmt: skip
+        records.append(json.loads(out.read_text()))
+    assert sum(r["sequences"] for r in records) == 12 and all(r["cached"] == 0 for r in records)
+    with ForwardCounter() as count:
+        run_embed(NAME, "random", tmp_path / "sharded.npz", sequence_table=table,
+                  cache_dir=tmp_path / "cache", seed=SEED)  # fmt: skip
+    assert count.calls == 0
+    assert counts_message(caplog) == "12 unique sequences: 12 cached, 0 to compute"
+    run_embed(NAME, "random", tmp_path / "whole.npz", sequence_table=table,
+              cache_dir=tmp_path / "other", seed=SEED)  # fmt: skip
+    sharded, whole = (read_embeddings(tmp_path / f"{n}.npz") for n in ("sharded", "whole"))
+    assert sharded[0] == whole[0] and sharded[2] == whole[2]
+    np.testing.assert_allclose(sharded[1], whole[1], atol=1e-5)
+    run_embed_shard(NAME, "random", tmp_path / "again.json", sequence_table=table,
+                    cache_dir=tmp_path / "cache", shard=1, shards=3, seed=SEED)  # fmt: skip
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["computed"] == 0 and again["cached"] == records[1]["sequences"]
+    with pytest.raises(InputError, match="shard 3 is not one of 0..2"):
+        run_embed_shard(NAME, "random", tmp_path / "bad.json", sequence_table=table,
+                        cache_dir=tmp_path / "cache", shard=3, shards=3)  # fmt: skip
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_changed_fasta_computes_only_new_sequences(tmp_path, caplog):

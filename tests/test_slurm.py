@@ -26,8 +26,9 @@ DEMO_TASKS = {"localization", "membrane", "stability", "interaction", "rna_affin
 SLURM_RULES = {"ingest": 4, "ingest_complexes": 1, "embed": 4, "embed_residues": 1,
                "train_head": 4, "train_complex": 1, "evaluate_run": 5}  # fmt: skip
 # The rules the profile gives a GPU.
-GPU_RULES = {"embed", "embed_residues", "finetune_adapter", "finetune_full", "train_complex", "lmc",
-             "merge_seeds", "merge_tasks", "federate", "shapley", "pruning"}  # fmt: skip
+GPU_RULES = {"embed", "embed_shard", "embed_residues", "finetune_adapter", "finetune_full",
+             "train_complex", "lmc", "merge_seeds", "merge_tasks", "federate", "shapley",
+             "pruning"}  # fmt: skip
 # What every run on the CI cluster needs: it has no accounting database, so no sacct and no
 # accounts (plugin 2.8.0 declares --slurm-no-account but never reads it: its account guess fails
 # and it submits without -A); jobs stay visible to squeue for MinJobAge (600 s). Status checks

@@ -83,6 +83,7 @@ wildcard_constraints:
     seed=r"\d+",
     seed_a=r"\d+",
     seed_b=r"\d+",
+    shard=r"\d+",
 
 
 def task(wildcards):
@@ -216,7 +217,20 @@ def settings_args(section, prefix="", keys=None):
 
 
 def embed_args(wildcards):
-    return f"{model_args()} {settings_args('embedding')}"
+    keys = [key for key in config["embedding"] if key != "shards"]
+    return f"{model_args()} {settings_args('embedding', '', keys)}"
+
+
+def embedding_shards(wildcards):
+    """The shard jobs of a task's embedding (none when embedding.shards is 1)."""
+    shards = config["embedding"]["shards"]
+    if shards == 1:
+        return []
+    return expand(
+        "results/{task}/data/embedding_shards/{shard}.json",
+        task=wildcards.task,
+        shard=range(shards),
+    )
 
 
 def run_config(wildcards):
@@ -231,6 +245,10 @@ def run_config(wildcards):
         sections += ["lora", "layer_drop"]
         sections += [] if wildcards.task in COMPLEX_TASKS else ["finetune"]
     snapshot = {section: config[section] for section in sections}
+    if "embedding" in snapshot:  # how many jobs made the vectors does not change them
+        snapshot["embedding"] = {
+            k: v for k, v in config["embedding"].items() if k != "shards"
+        }
     snapshot.update(
         task={wildcards.task: task(wildcards)}, method=method, seed=int(wildcards.seed)
     )

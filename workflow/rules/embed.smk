@@ -6,6 +6,7 @@ rule embed:
     input:
         sequences="results/{task}/data/sequences.tsv",
         weights=weights_input,
+        shards=embedding_shards,
     output:
         "results/{task}/data/embeddings.npz",
     log:
@@ -24,6 +25,9 @@ rule embed:
 
 
 use rule embed as embed_residues with:
+    input:
+        sequences="results/{task}/data/sequences.tsv",
+        weights=weights_input,
     output:
         "results/{task}/data/residue_embeddings.npz",
     log:
@@ -34,3 +38,29 @@ use rule embed as embed_residues with:
         task=names_pattern(COMPLEX_TASKS),
     params:
         args=lambda wildcards: f"{embed_args(wildcards)} --per-residue",
+
+
+# With embedding.shards > 1: the task's sequences split into that many jobs (one GPU each),
+# balanced by residues, each filling the shared cache; `embed` then finds every vector there.
+rule embed_shard:
+    input:
+        sequences="results/{task}/data/sequences.tsv",
+        weights=weights_input,
+    output:
+        "results/{task}/data/embedding_shards/{shard}.json",
+    log:
+        "logs/embed_shard/{task}/{shard}.log",
+    benchmark:
+        "logs/benchmarks/embed_shard/{task}/{shard}.tsv"
+    wildcard_constraints:
+        task=names_pattern(SEQUENCE_TASKS),
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+    params:
+        args=lambda wildcards: f"{embed_args(wildcards)} --shards {config['embedding']['shards']}",
+    shell:
+        "copra --threads {threads} embed-shard {params.args} --sequence-table {input.sequences}"
+        " --shard {wildcards.shard} --output {output} 2> {log}"
