@@ -1,4 +1,5 @@
-"""How Snakemake jobs find the `copra` command: the repository's package on the job's python."""
+"""What Snakemake passes to its jobs through the environment: where the `copra` command is, and
+the GPU settings that copra/device.py reads (SLURM jobs inherit the environment of sbatch)."""
 
 import os
 import sys
@@ -15,3 +16,9 @@ def put_copra_on_path(workflow_dir) -> None:
     os.environ["PATH"] = os.pathsep.join([*search, os.environ.get("PATH", "")])
     python_path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(workflow_dir), python_path]))
+
+
+def export_gpu_settings(gpu: dict) -> None:
+    """The config's `gpu:` section as COPRA_CPU_FALLBACK and COPRA_GPU_LOCK_DIR."""
+    os.environ["COPRA_CPU_FALLBACK"] = "1" if gpu["cpu_fallback"] else "0"
+    os.environ["COPRA_GPU_LOCK_DIR"] = str(Path(gpu["lock_dir"]).resolve())

@@ -17,7 +17,7 @@ from copra.config import (
     check_keys,
 )  # noqa: E402
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
-from copra.job_environment import put_copra_on_path  # noqa: E402
+from copra.job_environment import export_gpu_settings, put_copra_on_path  # noqa: E402
 
 
 def config_of_this_run():
@@ -74,6 +74,7 @@ def check_task_sections():
 check_task_sections()
 
 put_copra_on_path(workflow.basedir)
+export_gpu_settings(config["gpu"])
 DEMO_DIR = "resources/demo"
 
 
