@@ -18,7 +18,7 @@ from conftest import HEAD_ONLY, REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
-PROFILE = REPO / "workflow" / "profiles" / "slurm"
+PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "debug"
 DEMO_TASKS = {"localization", "membrane", "stability", "interaction", "rna_affinity"}
 # The demo's head baseline on SLURM: the rules that run as SLURM jobs (the rest are localrules),
@@ -179,7 +179,10 @@ def test_profile_is_what_snakemake_accepts(tmp_path):
         tmp_path, "--configfile", REPO / "config.yaml", "--profile", PROFILE, "--dry-run"
     )
     output = result.stdout + result.stderr
-    assert f"Using profile {PROFILE}" in output
+    # The local profile applies beside it and leaves the SLURM profile's settings alone.
+    assert f"Using profiles {PROFILE} and workflow specific profile profiles/default" in output
+    local = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    assert all(local[key] == settings[key] for key in set(local) & set(settings))
     resources = dict(re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", output))
     assert set(SLURM_RULES) <= set(resources), output[-3000:]
     for rule, planned in resources.items():
@@ -188,6 +191,18 @@ def test_profile_is_what_snakemake_accepts(tmp_path):
         else:
             assert "gpu" not in planned and "runtime=60" in planned, (rule, planned)
     assert "runtime=240" in resources["embed"] and "mem_mb=4000" in resources["embed"]
+
+
+def test_gpu_rules_declare_a_gpu_without_any_profile(tmp_path):
+    """The rules themselves ask for `gpu=1` (sbatch --gpus=1 under the plugin; locally a count
+    that `--resources gpu=N` caps); the other rules ask for none."""
+    result = snakemake(tmp_path, "--configfile", REPO / "config.yaml", "--workflow-profile",
+                       "none", "--dry-run")  # fmt: skip
+    resources = dict(re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", result.stdout))
+    assert resources and {rule for rule, planned in resources.items() if "gpu=1" in planned} == (
+        GPU_RULES & set(resources)
+    )
+    assert GPU_RULES - set(resources) == {"embed_shard"}  # only with embedding.shards > 1
 
 
 def test_profile_submits_embed_with_a_gpu(slurm_run, tmp_path):

@@ -50,6 +50,7 @@ rule train_complex:
     threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        gpu=1,
     params:
         args=complex_train_args,
         config=run_config,

@@ -18,6 +18,7 @@ rule embed:
     threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        gpu=1,
     params:
         args=embed_args,
     shell:
@@ -59,6 +60,7 @@ rule embed_shard:
     threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        gpu=1,
     params:
         args=lambda wildcards: f"{embed_args(wildcards)} --shards {config['embedding']['shards']}",
     shell:

@@ -20,6 +20,7 @@ rule federate:
     threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        gpu=1,
     params:
         task=task_args,
         settings=federated_args,

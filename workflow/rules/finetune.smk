@@ -27,6 +27,7 @@ rule finetune_adapter:
     threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        gpu=1,
     params:
         task=task_args,
         settings=finetune_args,

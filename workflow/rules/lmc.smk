@@ -16,6 +16,8 @@ rule lmc:
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        gpu=1,
     params:
         model=model_args_for_training,
         alphas=config["lmc"]["alphas"],

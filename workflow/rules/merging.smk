@@ -14,6 +14,8 @@ rule merge_seeds:
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        gpu=1,
     params:
         runs=merge_seeds_runs,
         settings=merging_args,
@@ -39,6 +41,8 @@ rule merge_tasks:
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        gpu=1,
     params:
         tasks=merge_tasks_args,
         settings=merging_args,

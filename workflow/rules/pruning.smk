@@ -14,6 +14,8 @@ rule pruning:
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
+    resources:
+        gpu=1,
     params:
         model=model_args_for_training,
         settings=settings_args("pruning", keys=["schemes", "sparsities", "seed"]),
