@@ -69,3 +69,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (it sits beside the repository in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def head_only_demo(tmp_path_factory) -> Path:
+    """The demo's head baseline (every task, method head, no analyses), run locally once."""
+    workdir = tmp_path_factory.mktemp("head_only_demo")
+    snakemake(workdir, "--configfile", REPO / "config.yaml", "--config", *HEAD_ONLY)
+    return workdir

@@ -122,13 +122,11 @@ def chromium() -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(chromium, tmp_path_factory) -> Path:
+def report(chromium, head_only_demo) -> Path:
     """report.html of the demo's head baseline, written by Snakemake."""
-    workdir = tmp_path_factory.mktemp("report")
     args = ("--configfile", REPO / "config.yaml", "--config", *HEAD_ONLY)
-    snakemake(workdir, *args)
-    snakemake(workdir, *args, "--report", "report.html")
-    return workdir / "report.html"
+    snakemake(head_only_demo, *args, "--report", "report.html")
+    return head_only_demo / "report.html"
 
 
 @pytest.fixture(scope="module")

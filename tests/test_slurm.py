@@ -1,8 +1,9 @@
 """The pipeline on SLURM for real: the demo through the SLURM executor, and the HPC profile.
 
-CI starts a single-node cluster on localhost first (`bash .ci/slurm-cluster`: partition `debug`,
-no accounting, no GPUs). Without SLURM these tests fail in CI and are skipped elsewhere, except
-the profile's dry run, which needs no cluster.
+They run on a single-node cluster on localhost (`bash .ci/slurm-cluster`: partition `debug`, no
+accounting, no GPUs): the one running, or one the session starts as root and stops afterwards.
+Without SLURM they skip, or fail with COPRA_REQUIRE_SLURM=1 (CI); the profile's dry runs need no
+cluster.
 """
 
 import os
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from conftest import HEAD_ONLY, REPO, snakemake
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 PROFILE = REPO / "profiles" / "slurm"
 PARTITION = "debug"
@@ -43,33 +44,58 @@ CLUSTER_ARGS = (
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
 
-def require_cluster() -> None:
-    """Fail in CI (which must run these tests), skip elsewhere, when no SLURM cluster answers."""
-    problem = None
+def cluster_problem() -> str | None:
+    """Why no usable SLURM cluster answers here, or None when one does."""
     if shutil.which("sinfo") is None:
-        problem = "SLURM is not installed (no `sinfo` on PATH)"
-    else:
-        probe = subprocess.run(
-            ["sinfo", "--noheader", f"--partition={PARTITION}", "--format=%a %t"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        states = probe.stdout.split()
-        if probe.returncode != 0 or not states:
-            problem = f"`sinfo` finds no partition {PARTITION!r}: {probe.stderr.strip()}"
-        elif states[0] != "up" or states[1] not in {"idle", "mix", "alloc", "comp"}:
-            problem = f"partition {PARTITION!r} is not usable (sinfo: {probe.stdout.strip()})"
-    if problem is None:
-        return
-    hint = f"{problem}; start the local cluster with `bash .ci/slurm-cluster` (as root)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the SLURM tests, but {hint}", pytrace=False)
-    pytest.skip(hint)
+        return "SLURM is not installed (no `sinfo` on PATH)"
+    probe = subprocess.run(
+        ["sinfo", "--noheader", f"--partition={PARTITION}", "--format=%a %t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    states = probe.stdout.split()
+    if probe.returncode != 0 or not states:
+        return f"`sinfo` finds no partition {PARTITION!r}: {probe.stderr.strip()}"
+    if states[0] != "up" or states[1] not in {"idle", "mix", "alloc", "comp"}:
+        return f"partition {PARTITION!r} is not usable (sinfo: {probe.stdout.strip()})"
+    return None
+
+
+def stop_cluster() -> None:
+    """Stop the daemons that `.ci/slurm-cluster` started: slurmctld, slurmd and munged."""
+    subprocess.run(["scontrol", "shutdown"], capture_output=True, timeout=60)
+    subprocess.run(["pkill", "-x", "munged"], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The running single-node cluster, or one this session starts (as root: `.ci/slurm-cluster`
+    installs slurm-wlm and munge when missing) and stops again at the end.
+
+    Where none can run, the tests skip with the reason, except with COPRA_REQUIRE_SLURM=1 (set
+    by .ci/run), where that is a failure.
+    """
+    problem, started = cluster_problem(), False
+    if problem and os.geteuid() == 0:
+        setup = subprocess.run(["bash", str(REPO / ".ci" / "slurm-cluster")], capture_output=True,
+                               text=True, timeout=900)  # fmt: skip
+        started = setup.returncode == 0
+        problem = cluster_problem() if started else f"{problem}; {setup.stderr.strip()[-2000:]}"
+    if problem:
+        if started:
+            stop_cluster()
+        hint = f"{problem}; start the local cluster with `bash .ci/slurm-cluster` (as root)"
+        if os.environ.get("COPRA_REQUIRE_SLURM") == "1":
+            pytest.fail(f"COPRA_REQUIRE_SLURM=1, but {hint}", pytrace=False)
+        pytest.skip(hint)
+    yield
+    if started:
+        stop_cluster()
 
 
 @pytest.fixture(scope="module")
-def slurm_run(tmp_path_factory):
+def slurm_run(slurm_cluster, tmp_path_factory):
     """The demo's head baseline through the production profile on the local cluster.
 
     The profile's GPU requests are switched off (the CI cluster has no GPUs; the test
@@ -79,7 +105,6 @@ def slurm_run(tmp_path_factory):
     venv's python only through what workflow/rules/common.smk puts into Snakemake's environment
     (copra/job_environment.py) and sbatch --export=ALL hands on to them.
     """
-    require_cluster()
     workdir = tmp_path_factory.mktemp("slurm")
     start = time.monotonic()
     with pytest.MonkeyPatch.context() as patch:
@@ -123,6 +148,18 @@ def test_demo_metrics_through_slurm(slurm_run):
     for task in DEMO_TASKS:
         assert len(metrics[metrics.task == task]) >= 2, task
     assert (workdir / "results" / "figures" / "metrics.png").stat().st_size > 10_000
+
+
+def test_results_equal_a_local_run(slurm_run, head_only_demo):
+    """The same config through sbatch and locally: the same numbers, to the last digit."""
+    workdir, _ = slurm_run
+    tables = [
+        pd.read_csv(folder / "results" / "metrics.tsv", sep="\t").sort_values(
+            ["task", "method", "seed", "split", "metric"], ignore_index=True
+        )
+        for folder in (workdir, head_only_demo)
+    ]
+    pd.testing.assert_frame_equal(*tables, check_exact=True)
 
 
 def test_jobs_ran_as_slurm_jobs(slurm_run):
