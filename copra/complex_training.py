@@ -420,7 +420,8 @@ def write_outputs(out_dir: Path, results: CrossValidation, table) -> None:
         results.histories,
         columns=["fold", "epoch", "step", "train_loss", "valid_loss", "valid_spearman"],
     )
-    mean = folds.drop(columns="fold").groupby("epoch", as_index=False).mean()
+    # The fold mean per epoch (folds that stopped early drop out of the later epochs).
+    mean = folds.drop(columns=["fold", "step"]).groupby("epoch", as_index=False).mean()
     labels = table.label.astype(float)
     targets = Targets("regression", mean=float(labels.mean()), std=float(labels.std(ddof=0)) or 1.0)
     with atomic_path(out_dir / "folds.safetensors") as tmp:
