@@ -278,6 +278,14 @@ def cmd_plot_training(args):
     plot_training_curves(args.logs, args.output)
 
 
+def cmd_data_summary(args):
+    from copra.data_summary import run_data_summary
+
+    run_data_summary(args.task, args.table, args.sequences, args.output, args.figure,
+                     kind=args.kind, multilabel=args.multilabel,
+                     separator=args.label_separator)  # fmt: skip
+
+
 def cmd_plot_complexes(args):
     from copra.plots import plot_complexes
 
@@ -656,6 +664,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("logs", nargs="+", help="results/<task>/<method>/seed<k>/training_log.tsv")
     p.set_defaults(func=cmd_plot_training)
+
+    p = sub.add_parser("data-summary", help="split sizes, labels, lengths, duplicates of a task")
+    _task_options(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--sequences", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--figure", required=True)
+    p.set_defaults(func=cmd_data_summary)
 
     p = sub.add_parser("plot-complexes", help="predicted against measured dG and ddG")
     p.add_argument("--output", required=True)

@@ -58,6 +58,8 @@ def test_demo_complex_task(demo_run):
         assert (predictions.split == "ddg").sum() == len(mutations)
         assert json.loads((run / "manifest.json").read_text())["folds"] == 5
     assert not (demo_run / "results/rna_affinity/full").exists()
+    summary = pd.read_csv(data / "summary.tsv", sep="\t")
+    assert set(summary.split) == {f"fold {k}" for k in range(5)}
     figure = demo_run / "results/figures/complexes.png"
     assert figure.stat().st_size > 10_000
 

@@ -464,6 +464,7 @@ def complex_run_files(name):
 
 def all_targets():
     targets = [
+        *expand("results/{task}/data/summary.tsv", task=TASKS),
         "results/metrics.tsv",
         "results/figures/metrics.png",
         "results/figures/training_curves.png",
