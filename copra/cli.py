@@ -286,6 +286,12 @@ def cmd_data_summary(args):
                      separator=args.label_separator)  # fmt: skip
 
 
+def cmd_summary(args):
+    from copra.summary import run_summary
+
+    run_summary(args.metrics, args.manifests, args.output, args.efficiency)
+
+
 def cmd_plot_complexes(args):
     from copra.plots import plot_complexes
 
@@ -673,6 +679,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--figure", required=True)
     p.set_defaults(func=cmd_data_summary)
+
+    p = sub.add_parser("summary", help="best method per task, and each method's cost")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--efficiency", required=True)
+    p.add_argument("manifests", nargs="+", help="results/<task>/<method>/seed<k>/manifest.json")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("plot-complexes", help="predicted against measured dG and ddG")
     p.add_argument("--output", required=True)

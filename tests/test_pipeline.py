@@ -64,6 +64,15 @@ def test_demo_complex_task(demo_run):
     assert figure.stat().st_size > 10_000
 
 
+def test_demo_summary_and_efficiency(demo_run):
+    summary = pd.read_csv(demo_run / "results" / "summary.tsv", sep="\t").set_index("task")
+    assert len(summary) == 5 and summary.copra_minus_lora.notna().all()
+    efficiency = pd.read_csv(demo_run / "results" / "efficiency.tsv", sep="\t")
+    assert len(efficiency) == 19 and (efficiency.trainable_parameters > 0).all()
+    lora = efficiency[(efficiency.method == "lora") & (efficiency.task == "stability")]
+    assert (lora.trainable_fraction < 0.05).all()
+
+
 def test_demo_records_provenance(demo_run):
     manifest = json.loads((demo_run / "results" / "metrics.manifest.json").read_text())
     assert manifest["versions"]["torch"].startswith("2.13.0")

@@ -466,6 +466,7 @@ def all_targets():
     targets = [
         *expand("results/{task}/data/summary.tsv", task=TASKS),
         "results/metrics.tsv",
+        "results/summary.tsv",
         "results/figures/metrics.png",
         "results/figures/training_curves.png",
     ]

@@ -77,3 +77,30 @@ rule plot_training:
         "../../envs/evaluate.yaml"
     shell:
         "copra plot-training --output {output} {input} 2> {log}"
+
+
+rule summary:
+    input:
+        metrics="results/metrics.tsv",
+        manifests=run_files("manifest.json"),
+    output:
+        summary=report(
+            "results/summary.tsv",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"table": "best methods"},
+        ),
+        efficiency=report(
+            "results/efficiency.tsv",
+            caption="../report/efficiency.rst",
+            category="Summary",
+            labels={"table": "efficiency"},
+        ),
+    log:
+        "logs/summary.log",
+    localrule: True
+    conda:
+        "../../envs/evaluate.yaml"
+    shell:
+        "copra summary --metrics {input.metrics} --output {output.summary}"
+        " --efficiency {output.efficiency} {input.manifests} 2> {log}"
