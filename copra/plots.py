@@ -18,9 +18,11 @@ METHOD_ORDER = ["head", "lora", "copra", "full"]
 
 
 def _save(fig, output) -> None:
+    """`output` as PNG (120 dpi) and, beside it, the same figure as SVG for print."""
     fig.tight_layout()
-    with atomic_path(output, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120)
+    for path, suffix in ((Path(output), ".png"), (Path(output).with_suffix(".svg"), ".svg")):
+        with atomic_path(path, suffix=suffix) as tmp:
+            fig.savefig(tmp, dpi=120, format=suffix[1:])
     plt.close(fig)
 
 

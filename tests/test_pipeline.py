@@ -82,8 +82,10 @@ def test_demo_records_provenance(demo_run):
     run = json.loads((demo_run / "results/interaction/head/seed0/manifest.json").read_text())
     assert run["seed"] == 0 and run["trainable_parameters"] > 0
     assert run["config"]["task"]["interaction"]["kind"] == "pair_classification"
-    for figure in ("metrics.png", "training_curves.png", "lmc.png"):
-        assert (demo_run / "results" / "figures" / figure).stat().st_size > 10_000
+    for figure in ("metrics", "training_curves", "lmc", "complexes", "data/localization"):
+        png = demo_run / "results" / "figures" / f"{figure}.png"
+        assert png.stat().st_size > 10_000
+        assert png.with_suffix(".svg").read_text().lstrip().startswith("<?xml")  # for print
     copra_run = json.loads((demo_run / "results/stability/copra/seed0/manifest.json").read_text())
     assert copra_run["wrapped_modules"] and copra_run["layer_activation_counts"]
     assert (demo_run / "results/stability/copra/seed0/adapter/adapter_model.safetensors").is_file()

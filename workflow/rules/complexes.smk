@@ -66,15 +66,16 @@ rule plot_complexes:
     input:
         complex_run_files("predictions.tsv"),
     output:
-        report(
+        figure=report(
             "results/figures/complexes.png",
             caption="../report/complexes.rst",
             category="Structures",
         ),
+        svg="results/figures/complexes.svg",
     log:
         "logs/plot_complexes.log",
     localrule: True
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "copra plot-complexes --output {output} {input} 2> {log}"
+        "copra plot-complexes --output {output.figure} {input} 2> {log}"

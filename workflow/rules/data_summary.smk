@@ -18,6 +18,7 @@ rule data_summary:
             category="Data",
             labels={"task": "{task}", "item": "figure"},
         ),
+        svg="results/figures/data/{task}.svg",
     log:
         "logs/data_summary/{task}.log",
     localrule: True

@@ -47,36 +47,38 @@ rule plot_metrics:
     input:
         "results/metrics.tsv",
     output:
-        report(
+        figure=report(
             "results/figures/metrics.png",
             caption="../report/metrics_figure.rst",
             category="Evaluation",
         ),
+        svg="results/figures/metrics.svg",
     log:
         "logs/plot_metrics.log",
     localrule: True
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "copra plot-metrics --metrics {input} --output {output} 2> {log}"
+        "copra plot-metrics --metrics {input} --output {output.figure} 2> {log}"
 
 
 rule plot_training:
     input:
         run_files("training_log.tsv"),
     output:
-        report(
+        figure=report(
             "results/figures/training_curves.png",
             caption="../report/training_curves.rst",
             category="Training",
         ),
+        svg="results/figures/training_curves.svg",
     log:
         "logs/plot_training.log",
     localrule: True
     conda:
         "../../envs/evaluate.yaml"
     shell:
-        "copra plot-training --output {output} {input} 2> {log}"
+        "copra plot-training --output {output.figure} {input} 2> {log}"
 
 
 rule summary:

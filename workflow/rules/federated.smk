@@ -46,6 +46,7 @@ rule gather_federated:
             caption="../report/federated.rst",
             category="Federated",
         ),
+        svg="results/figures/federated.svg",
     log:
         "logs/gather_federated.log",
     localrule: True

@@ -44,6 +44,7 @@ rule gather_lmc:
             caption="../report/lmc.rst",
             category="Linear mode connectivity",
         ),
+        svg="results/figures/lmc.svg",
     log:
         "logs/gather_lmc.log",
     localrule: True

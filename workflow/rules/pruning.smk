@@ -43,6 +43,7 @@ rule gather_pruning:
             caption="../report/pruning.rst",
             category="Pruning",
         ),
+        svg="results/figures/pruning.svg",
     log:
         "logs/gather_pruning.log",
     localrule: True

@@ -50,6 +50,7 @@ rule gather_shapley:
             caption="../report/shapley.rst",
             category="Shapley",
         ),
+        svg="results/figures/shapley.svg",
     log:
         "logs/gather_shapley.log",
     localrule: True
