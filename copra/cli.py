@@ -292,6 +292,19 @@ def cmd_summary(args):
     run_summary(args.metrics, args.manifests, args.output, args.efficiency)
 
 
+def cmd_reproduce(args):
+    from copra.reproduce import reproduce
+
+    result = reproduce(args.results, args.workdir, cores=args.cores, tolerance=args.tolerance)
+    if result.match:
+        print(f"match: all {result.compared} metrics of {args.results} reproduced")
+        return 0
+    print(f"MISMATCH: {len(result.differing)} of {result.compared} metrics differ "
+          f"(listed in {Path(args.workdir) / 'reproduce.tsv'}):")  # fmt: skip
+    print(result.differing.head(20).to_string(index=False))
+    return 1
+
+
 def cmd_plot_complexes(args):
     from copra.plots import plot_complexes
 
@@ -687,6 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifests", nargs="+", help="results/<task>/<method>/seed<k>/manifest.json")
     p.set_defaults(func=cmd_summary)
 
+    p = sub.add_parser("reproduce", help="rerun a finished run from its manifest and compare")
+    p.add_argument("results", help="the run's results/ folder (with metrics.manifest.json)")
+    p.add_argument("--workdir", required=True, help="a fresh folder for the rerun")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--tolerance", type=float, default=0.0, help="largest accepted difference")
+    p.set_defaults(func=cmd_reproduce)
+
     p = sub.add_parser("plot-complexes", help="predicted against measured dG and ddG")
     p.add_argument("--output", required=True)
     p.add_argument("predictions", nargs="+", help="results/<task>/<method>/seed<k>/predictions.tsv")
@@ -712,8 +732,8 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        args.func(args)
+        status = args.func(args)
     except InputError as error:
         print(f"copra: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0

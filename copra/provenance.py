@@ -1,8 +1,12 @@
-"""Provenance of every result folder: config, seeds, package versions and input checksums."""
+"""Provenance of every result folder: config, seeds, versions, git commit, hardware and input
+checksums."""
 
+import functools
 import hashlib
 import json
+import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -40,12 +44,38 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the copra checkout that ran (with `-dirty` for local changes), if any."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "copra",
+                                 "workflow", "Snakefile"], capture_output=True, text=True,
+                                timeout=10).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if status.strip() else "")
+
+
+def hardware() -> dict:
+    """Where it ran: CPU count, and the GPU when this process uses torch with one."""
+    info = {"machine": platform.machine(), "cpus": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.cuda.current_device())
+    return info
+
+
 def write_manifest(path, *, inputs=(), config=None, **fields) -> dict:
     """Write `manifest.json`: the fields given, versions, and the sha256 of every input file."""
     manifest = {
         **fields,
         "config": config,
         "versions": package_versions(),
+        "git_commit": git_commit(),
+        "hardware": hardware(),
         "inputs": {str(p): file_sha256(p) for p in inputs if Path(p).is_file()},
     }
     write_text(path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")

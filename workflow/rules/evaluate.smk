@@ -30,7 +30,11 @@ rule gather_metrics:
             caption="../report/metrics.rst",
             category="Evaluation",
         ),
-        manifest="results/metrics.manifest.json",
+        manifest=report(
+            "results/metrics.manifest.json",
+            caption="../report/manifest.rst",
+            category="Reproducibility",
+        ),
     log:
         "logs/gather_metrics.log",
     localrule: True
