@@ -15,17 +15,19 @@ $(INSTALLED): pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --editable '.[pipeline,dev]'
 	touch $@
 
-## demo: run the whole pipeline on the bundled demo (config.yaml)
+## demo: run the whole pipeline on the bundled demo (config.yaml), then write its report
 demo: $(INSTALLED)
 	$(VENV)/bin/snakemake --cores $(CORES)
+	$(VENV)/bin/snakemake --cores $(CORES) --report report.html
 
 ## test: install and run the test suite
 test: $(INSTALLED)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=15
 
-## report: the Snakemake HTML report of the last run
+## report: the Snakemake report of the last run, as one HTML file and as a zip archive
 report: $(INSTALLED)
 	$(VENV)/bin/snakemake --cores $(CORES) --report report.html
+	$(VENV)/bin/snakemake --cores $(CORES) --report report.zip
 
 ## lint: the quality gates alone
 lint: $(INSTALLED)
