@@ -162,7 +162,15 @@ def test_report_renders_its_landing_page(chromium, report, tmp_path):
     assert "planted demo signal" not in visible_text(report.read_text())
     text = visible_text(dump_dom(chromium, report, tmp_path))
     # The navigation bar, with the categories of the rules' report items ...
-    categories = ("Data", "Training", "Evaluation", "Summary", "Structures", "Reproducibility")
+    categories = (
+        "Data",
+        "Training",
+        "Evaluation",
+        "Runs",
+        "Summary",
+        "Structures",
+        "Reproducibility",
+    )
     for label in ("Workflow", "Statistics", "About", "Results", *categories):
         assert label in text.splitlines(), (label, text)
     # ... and the workflow description, rendered from workflow/report/workflow.rst.

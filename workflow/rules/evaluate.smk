@@ -6,7 +6,13 @@ rule evaluate_run:
         predictions="results/{task}/{method}/seed{seed}/predictions.tsv",
         targets="results/{task}/{method}/seed{seed}/targets.json",
     output:
-        "results/{task}/{method}/seed{seed}/metrics.tsv",
+        report(
+            "results/{task}/{method}/seed{seed}/metrics.tsv",
+            caption="../report/run_metrics.rst",
+            category="Runs",
+            subcategory="{task}",
+            labels={"task": "{task}", "method": "{method}", "seed": "{seed}"},
+        ),
     log:
         "logs/evaluate_run/{task}/{method}/seed{seed}.log",
     conda:
