@@ -289,7 +289,8 @@ def cmd_data_summary(args):
 def cmd_summary(args):
     from copra.summary import run_summary
 
-    run_summary(args.metrics, args.manifests, args.output, args.efficiency)
+    run_summary(args.metrics, args.manifests, args.output, args.efficiency, args.comparison,
+                args.merging, args.pruning)  # fmt: skip
 
 
 def cmd_reproduce(args):
@@ -697,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--efficiency", required=True)
+    p.add_argument("--comparison", required=True, help="LoRA beside CopRA: alone, merged, pruned")
+    p.add_argument("--merging", help="results/merging.tsv, when merging ran")
+    p.add_argument("--pruning", help="results/pruning.tsv, when pruning ran")
     p.add_argument("manifests", nargs="+", help="results/<task>/<method>/seed<k>/manifest.json")
     p.set_defaults(func=cmd_summary)
 

@@ -52,6 +52,67 @@ def best_methods(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_summary(metrics_path, manifest_paths, summary_output, efficiency_output) -> None:
-    write_table(summary_output, best_methods(pd.read_csv(metrics_path, sep="\t")))
+def _primary(metrics: pd.DataFrame) -> dict[str, str]:
+    """Each task's primary metric, as its metrics table names it."""
+    shown = metrics[metrics.metric.isin(SHOWN)]
+    return shown.groupby("task").metric.first().to_dict()
+
+
+def _mean_per_method(part: pd.DataFrame, column: str, label: str) -> list[tuple]:
+    means = part.groupby(["task", "method"])[column].mean()
+    return [(task, method, label, value) for (task, method), value in means.items()]
+
+
+def _quantities(metrics, merging, pruning, split):
+    """(task, method, quantity, value) rows: one number per method for each way of using it."""
+    primary = _primary(metrics)
+
+    def scored(table):
+        return table[(table.split == split) & (table.metric == table.task.map(primary))]
+
+    rows = _mean_per_method(scored(metrics), "value", "single task")
+    if merging is not None:
+        merged = scored(merging)
+        for combination in ("exact", "linear"):
+            mine = merged[merged.combination == combination]
+            seeds = mine[(mine["merge"] == "seeds") & (mine.weights == "1:1")]
+            rows += _mean_per_method(seeds, "merged", f"merged seeds 1:1 ({combination})")
+            rows += _mean_per_method(mine[mine["merge"] == "tasks"], "merged",
+                                     f"merged tasks ({combination})")  # fmt: skip
+    if pruning is not None:
+        pruned = scored(pruning)
+        rows += _mean_per_method(pruned[pruned.scheme == "every_other"], "value",
+                                 "pruned every other layer")  # fmt: skip
+        half = pruned[(pruned.scheme == "magnitude_dw") & ((pruned.amount - 0.5).abs() < 1e-9)]
+        rows += _mean_per_method(half, "value", "pruned magnitude_dw 50%")
+    return pd.DataFrame(rows, columns=["task", "method", "quantity", "value"])
+
+
+def comparison(metrics, merging=None, pruning=None, split: str = "test") -> pd.DataFrame:
+    """LoRA beside CopRA per task: alone, merged (seeds 1:1, tasks) and pruned, on the test
+    split's primary metric (mean over seeds), with CopRA minus LoRA."""
+    long = _quantities(metrics, merging, pruning, split)
+    long = long[long.method.isin(["lora", "copra"])]
+    if long.empty:
+        return pd.DataFrame(columns=["task", "quantity", "lora", "copra", "copra_minus_lora"])
+    wide = long.pivot_table(index=["task", "quantity"], columns="method", values="value")
+    wide = wide.reindex(columns=["lora", "copra"]).reset_index()
+    wide["copra_minus_lora"] = wide.copra - wide.lora
+    order = {"single task": 0}
+    wide["_order"] = wide.quantity.map(
+        lambda q: (order.get(q, 1 if q.startswith("merged") else 2), q)
+    )
+    return wide.sort_values(["task", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def _optional_table(path):
+    return pd.read_csv(path, sep="\t") if path else None
+
+
+def run_summary(metrics_path, manifest_paths, summary_output, efficiency_output,
+                comparison_output, merging_path=None, pruning_path=None) -> None:  # fmt: skip
+    metrics = pd.read_csv(metrics_path, sep="\t")
+    write_table(summary_output, best_methods(metrics))
     write_table(efficiency_output, efficiency(manifest_paths))
+    merging, pruning = _optional_table(merging_path), _optional_table(pruning_path)
+    write_table(comparison_output, comparison(metrics, merging, pruning))

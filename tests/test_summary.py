@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from copra.summary import best_methods, run_summary
+from copra.summary import best_methods, comparison, run_summary
 
 
 def metrics_rows():
@@ -39,8 +39,41 @@ def test_efficiency_reads_every_manifest(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"seed": 0, "wall_time_s": 2.5, "epochs_run": 3, **fields}))
         manifests.append(path)
-    run_summary(metrics, manifests, tmp_path / "summary.tsv", tmp_path / "efficiency.tsv")
+    run_summary(metrics, manifests, tmp_path / "summary.tsv", tmp_path / "efficiency.tsv",
+                tmp_path / "comparison.tsv")  # fmt: skip
     table = pd.read_csv(tmp_path / "efficiency.tsv", sep="\t").set_index("method")
     assert table.trainable_fraction["lora"] == pytest.approx(0.1)
     assert table.trainable_parameters["rna"] == 50 and table.wall_time_s.tolist() == [2.5, 2.5]
     assert pd.read_csv(tmp_path / "summary.tsv", sep="\t").best_method.tolist() == ["copra"]
+    assert pd.read_csv(tmp_path / "comparison.tsv", sep="\t").quantity.tolist() == ["single task"]
+
+
+def test_lora_beside_copra_alone_merged_and_pruned():
+    metrics = metrics_rows()
+    merging = pd.DataFrame(
+        [("t", method, merge, weights, combination, split, metric, value)
+         for method, value in (("lora", 0.5), ("copra", 0.7))
+         for merge, weights in (("seeds", "1:1"), ("seeds", "1:2"), ("tasks", "1 each"))
+         for combination in ("exact", "linear", "ties")
+         for split, metric in (("test", "aupr"), ("valid", "aupr"), ("test", "mcc"))],
+        columns=["task", "method", "merge", "weights", "combination", "split", "metric", "merged"],
+    )  # fmt: skip
+    pruning = pd.DataFrame(
+        [("t", method, seed, scheme, amount, "test", "aupr", value + seed * 0.1)
+         for method, value in (("lora", 0.4), ("copra", 0.6)) for seed in (0, 1)
+         for scheme, amount in (("every_other", 0.5), ("magnitude_dw", 0.5),
+                                ("magnitude_dw", 0.9), ("none", 0.0))],
+        columns=["task", "method", "seed", "scheme", "amount", "split", "metric", "value"],
+    )  # fmt: skip
+    table = comparison(metrics, merging, pruning).set_index("quantity")
+    assert table.index.tolist() == [
+        "single task", "merged seeds 1:1 (exact)", "merged seeds 1:1 (linear)",
+        "merged tasks (exact)", "merged tasks (linear)", "pruned every other layer",
+        "pruned magnitude_dw 50%",
+    ]  # fmt: skip
+    assert table.lora["single task"] == pytest.approx(0.72)
+    assert table.copra["merged tasks (exact)"] == pytest.approx(0.7)
+    assert table.copra["pruned magnitude_dw 50%"] == pytest.approx(0.65)  # mean over seeds
+    assert table.copra_minus_lora["merged seeds 1:1 (linear)"] == pytest.approx(0.2)
+    alone = comparison(metrics).set_index("quantity")
+    assert alone.index.tolist() == ["single task"]

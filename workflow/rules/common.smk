@@ -462,6 +462,15 @@ def complex_run_files(name):
     return [f for f in run_files(name) if f.split("/")[1] in COMPLEX_TASKS]
 
 
+def summary_inputs(wildcards):
+    """The metrics, every run's manifest, and the merging and pruning tables when they ran."""
+    inputs = {"metrics": "results/metrics.tsv", "manifests": run_files("manifest.json")}
+    for section in ("merging", "pruning"):
+        if config[section]["methods"]:
+            inputs[section] = f"results/{section}.tsv"
+    return inputs
+
+
 def all_targets():
     targets = [
         *expand("results/{task}/data/summary.tsv", task=TASKS),

@@ -93,8 +93,7 @@ rule plot_training:
 
 rule summary:
     input:
-        metrics="results/metrics.tsv",
-        manifests=run_files("manifest.json"),
+        unpack(summary_inputs),
     output:
         summary=report(
             "results/summary.tsv",
@@ -108,11 +107,24 @@ rule summary:
             category="Summary",
             labels={"table": "efficiency"},
         ),
+        comparison=report(
+            "results/comparison.tsv",
+            caption="../report/comparison.rst",
+            category="Summary",
+            labels={"table": "LoRA beside CopRA"},
+        ),
     log:
         "logs/summary.log",
     localrule: True
     conda:
         "../../envs/evaluate.yaml"
+    params:
+        optional=lambda wildcards, input: " ".join(
+            f"--{name} {input[name]}"
+            for name in ("merging", "pruning")
+            if name in input.keys()
+        ),
     shell:
         "copra summary --metrics {input.metrics} --output {output.summary}"
-        " --efficiency {output.efficiency} {input.manifests} 2> {log}"
+        " --efficiency {output.efficiency} --comparison {output.comparison}"
+        " {params.optional} {input.manifests} 2> {log}"
