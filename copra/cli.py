@@ -102,12 +102,21 @@ def _embedding_settings(args):
     return settings
 
 
-def cmd_embed(args):
-    from copra.embed import run_embed
-
+def _embedding_backbone(args) -> tuple[str, str, dict]:
+    """Model, weights and the shared keyword arguments of the embedding commands (a `.pt`
+    model is a checkpoint file, named by its stem)."""
     model, weights = args.model, args.weights
     if model.endswith(".pt"):
         model, weights = Path(model).stem, model
+    shared = {"settings": _embedding_settings(args), "seed": args.seed,
+              "weights_dir": args.weights_dir, "download_url": args.download_url}  # fmt: skip
+    return model, weights, shared
+
+
+def cmd_embed(args):
+    from copra.embed import run_embed
+
+    model, weights, shared = _embedding_backbone(args)
     run_embed(
         model,
         weights,
@@ -115,28 +124,23 @@ def cmd_embed(args):
         fasta=args.fasta,
         sequence_table=args.sequence_table,
         cache_dir=None if args.no_cache else args.cache_dir,
-        settings=_embedding_settings(args),
-        seed=args.seed,
-        weights_dir=args.weights_dir,
-        download_url=args.download_url,
+        **shared,
     )
 
 
 def cmd_embed_shard(args):
     from copra.embed import run_embed_shard
 
+    model, weights, shared = _embedding_backbone(args)
     run_embed_shard(
-        args.model,
-        args.weights,
+        model,
+        weights,
         args.output,
         sequence_table=args.sequence_table,
         cache_dir=args.cache_dir,
         shard=args.shard,
         shards=args.shards,
-        settings=_embedding_settings(args),
-        seed=args.seed,
-        weights_dir=args.weights_dir,
-        download_url=args.download_url,
+        **shared,
     )
 
 
