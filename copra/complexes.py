@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from copra import config
-from copra.atomic import atomic_path, write_table
+from copra.atomic import write_table
 from copra.errors import InputError
 from copra.ingest import SPLITS, read_label_table
 from copra.provenance import write_manifest
-from copra.sequences import sequence_hash
+from copra.sequences import sequence_hash, write_fasta
 from copra.structures import chain_fasta, crop_patch, interface, read_structure, resolve_chains
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def _label(value: str, path, line) -> float:
 
 
 def _one_complex(name, row, found, structures, settings, path):
-    """(table row, chain rows, patch rows, fasta records) of one complex."""
+    """(table row, chain rows, patch rows, fasta records, structure) of one complex."""
     line = row["_line"]
     structure = read_structure(find_structure(structures, name))
     proteins = resolve_chains(structure, row[found["protein_chains"]])
@@ -137,7 +137,7 @@ def _one_complex(name, row, found, structures, settings, path):
         sum(len(structure.chains[c].gaps) for c in (*proteins, *rnas)), line,
         row[found["split"]].strip().lower() if "split" in found else "",
     )  # fmt: skip
-    return record, chains, patches, chain_fasta(structure, [*proteins, *rnas])
+    return record, chains, patches, chain_fasta(structure, [*proteins, *rnas]), structure
 
 
 def assign_folds(n: int, folds: int, seed: int) -> np.ndarray:
@@ -166,8 +166,9 @@ def parse_mutation(text: str, where) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, structures, skipped=()):
-    """One row per mutation of each variant, checked against its complex's structure.
+def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, parsed: dict, skipped=()):
+    """One row per mutation of each variant, checked against its complex's structure (`parsed`:
+    the structures ingest already read, by complex id).
 
     Variants of `skipped` complexes (left out under on_error: skip) are left out, logged.
     """
@@ -187,7 +188,7 @@ def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, structur
         if name not in known:
             raise InputError(f"complex {name!r} is not in the task's label table", **where)
         ddg = _label(row["ddg"], path, row["_line"]) if row.get("ddg", "").strip() else np.nan
-        structure = read_structure(find_structure(structures, name))
+        structure = parsed[name]
         named = chains[chains.id == name].set_index("chain")
         for chain_id, wild, number, mutant in parse_mutation(row["mutation"], where):
             if chain_id not in named.index:
@@ -258,10 +259,10 @@ def ingest_complexes(
     found = _columns(frame, columns or {}, labels)
     ids = frame[found["pdb"]].str.strip()
     _check_unique(ids, frame["_line"], labels)
-    records, chains, patches, fasta, skipped = [], [], [], [], []
+    records, chains, patches, fasta, skipped, parsed = [], [], [], [], [], {}
     for name, row in zip(ids, frame.to_dict("records"), strict=True):
         try:
-            record, own_chains, own_patches, own_fasta = _one_complex(
+            record, own_chains, own_patches, own_fasta, parsed[name] = _one_complex(
                 name, row, found, structures, settings, labels
             )
         except InputError as error:
@@ -289,7 +290,7 @@ def ingest_complexes(
     mutation_table = pd.DataFrame(columns=MUTATION_COLUMNS)
     if mutations is not None:
         mutation_table = read_mutations(
-            mutations, table, chain_table, structures, {name for name, _, _ in skipped}
+            mutations, table, chain_table, parsed, {name for name, _, _ in skipped}
         )
     proteins = chain_table[chain_table.kind == "protein"]["sequence"].tolist()
     mutated = mutation_table[mutation_table.kind == "protein"]
@@ -308,11 +309,6 @@ def ingest_complexes(
         skipped_table,
         fasta,
     )
-
-
-def write_fasta(path, records) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records))
 
 
 def run_ingest_complexes(task: dict, out_dir, settings: ComplexSettings) -> IngestedComplexes:

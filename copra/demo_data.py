@@ -12,6 +12,7 @@ import pandas as pd
 
 from copra import demo_complexes
 from copra.atomic import atomic_path, write_table
+from copra.sequences import write_fasta
 
 BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
 LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}
@@ -32,11 +33,6 @@ def _protein(rng, length: int, enriched: str, strength: float) -> str:
     biased = rng.random(length) < strength
     residues[biased] = rng.choice(list(enriched), size=int(biased.sum()))
     return "M" + "".join(residues[1:])
-
-
-def _write_fasta(path: Path, records: list[tuple[str, str]]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(f">{name}\n{seq}\n" for name, seq in records))
 
 
 def _splits(rng, n: int) -> np.ndarray:
@@ -63,7 +59,7 @@ def sequence_tasks(rng, n: int, folder: Path) -> None:
     classes = np.append(classes, classes[0])
     stability.append(stability[0])
     ids = [name for name, _ in records]
-    _write_fasta(folder / "proteins.fasta", records)
+    write_fasta(folder / "proteins.fasta", records)
     splits = _splits(rng, len(ids))
     write_table(
         folder / "localization.tsv", pd.DataFrame({"id": ids, "label": classes, "split": splits})
@@ -83,7 +79,7 @@ def pair_task(rng, n: int, folder: Path) -> None:
         (f"partner_{i:04d}", _protein(rng, int(rng.integers(30, 80)), STICKY if s else "AG", 0.15))
         for i, s in enumerate(sticky)
     ]
-    _write_fasta(folder / "partners.fasta", records)
+    write_fasta(folder / "partners.fasta", records)
     a, b = rng.integers(0, n, size=(2, 2 * n))
     keep = a != b
     a, b = a[keep], b[keep]

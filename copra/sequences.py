@@ -10,6 +10,7 @@ from pathlib import Path
 
 from Bio import SeqIO
 
+from copra.atomic import atomic_path
 from copra.errors import InputError
 
 STANDARD = "ACDEFGHIKLMNPQRSTVWY"
@@ -126,3 +127,9 @@ def read_fasta(path) -> list[FastaRecord]:
             )
         records.setdefault(entry.id, FastaRecord(entry.id, entry.description, sequence, line))
     return list(records.values())
+
+
+def write_fasta(path, records) -> None:
+    """(name, sequence) records as FASTA, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records))
