@@ -26,10 +26,19 @@ def _add_settings(parser: argparse.ArgumentParser, settings_class, prefix: str =
         if "list" in str(field.type):
             item = int if field.name.startswith("layers") else type((default or [""])[0])
             parser.add_argument(flag, type=item, nargs="+", default=default)
+        elif isinstance(default, bool):  # `--flag true|false`, as the workflow writes config values
+            parser.add_argument(flag, type=_boolean, default=default, metavar="{true,false}")
         elif default is None:  # an optional number (e.g. merging's svd_rank)
             parser.add_argument(flag, type=int, default=None)
         else:
             parser.add_argument(flag, type=type(default), default=default)
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value in ("true", "1", "yes")
 
 
 def _settings(args: argparse.Namespace, settings_class, prefix: str = ""):
@@ -288,6 +297,13 @@ def cmd_data_summary(args):
     run_data_summary(args.task, args.table, args.sequences, args.output, args.figure,
                      kind=args.kind, multilabel=args.multilabel,
                      separator=args.label_separator)  # fmt: skip
+
+
+def cmd_embedding_summary(args):
+    from copra.embedding_summary import run_embedding_summary
+
+    run_embedding_summary(args.task, args.embeddings, args.table, args.output, args.figure,
+                          kind=args.kind, chains_path=args.chains)  # fmt: skip
 
 
 def cmd_summary(args):
@@ -697,6 +713,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--figure", required=True)
     p.set_defaults(func=cmd_data_summary)
+
+    p = sub.add_parser("embedding-summary", help="provenance, size and PCA map of embeddings")
+    _task_options(p)
+    p.add_argument("--task", required=True)
+    p.add_argument("--embeddings", required=True, help="embeddings.npz or residue_embeddings.npz")
+    p.add_argument("--table", required=True)
+    p.add_argument("--chains", help="complex tasks: their chains.tsv")
+    p.add_argument("--output", required=True)
+    p.add_argument("--figure", required=True)
+    p.set_defaults(func=cmd_embedding_summary)
 
     p = sub.add_parser("summary", help="best method per task, and each method's cost")
     p.add_argument("--metrics", required=True)
