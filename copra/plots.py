@@ -1,5 +1,12 @@
-"""Figures people compare: test metrics per task and method, and training curves."""
+"""Figures people compare: test metrics per task and method, and training curves.
 
+Every figure is written as PNG and SVG; each method has one colour in all of them
+(`method_colour`), legends sit outside the panels, and `_save` logs a warning naming any two
+pieces of text that overlap.
+"""
+
+import itertools
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -8,22 +15,70 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from copra.atomic import atomic_path  # noqa: E402
 from copra.targets import PRIMARY_METRIC  # noqa: E402
 
+log = logging.getLogger(__name__)
 SHOWN = sorted(set(PRIMARY_METRIC.values()))
 METHOD_ORDER = ["head", "lora", "copra", "full"]
+
+
+def drawn_texts(fig) -> list[Text]:
+    """The texts a draw of `fig` actually renders (not, e.g., tick labels outside the limits)."""
+    renderer = fig.canvas.get_renderer()
+    drawn = []
+
+    def record(gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if mtext is not None and s.strip():
+            drawn.append(mtext)
+
+    renderer.draw_text = record
+    try:
+        fig.draw(renderer)
+    finally:
+        del renderer.draw_text  # back to the class's method
+    return list(dict.fromkeys(drawn))
+
+
+def overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of drawn texts of `fig` whose boxes overlap (by more than a sliver)."""
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), t.get_window_extent(renderer).expanded(0.98, 0.9))
+             for t in drawn_texts(fig)]  # fmt: skip
+    return [
+        (a, b)
+        for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2)
+        if box_a.overlaps(box_b)
+    ]
 
 
 def _save(fig, output) -> None:
     """`output` as PNG (120 dpi) and, beside it, the same figure as SVG for print."""
     fig.tight_layout()
+    for first, second in overlapping_texts(fig):
+        log.warning("%s: overlapping text: %r and %r", Path(output).name, first, second)
     for path, suffix in ((Path(output), ".png"), (Path(output).with_suffix(".svg"), ".svg")):
         with atomic_path(path, suffix=suffix) as tmp:
-            fig.savefig(tmp, dpi=120, format=suffix[1:])
+            fig.savefig(tmp, dpi=120, format=suffix[1:], bbox_inches="tight")
     plt.close(fig)
+
+
+def method_colour(method: str) -> str:
+    return f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else 4}"
+
+
+def _figure_legend(fig, handles, title=None) -> None:
+    """One legend for the whole figure, right of its panels."""
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               title=title, title_fontsize=8, frameon=False)  # fmt: skip
+
+
+def _method_handles(methods, **style) -> list[Line2D]:
+    return [Line2D([], [], color=method_colour(m), label=m, **style) for m in _ordered(methods)]
 
 
 def _panels(count: int, rows: int = 1):
@@ -62,7 +117,8 @@ def plot_metrics(metrics_path, output, split: str = "test") -> None:
         metric = part.metric.iloc[0]
         summary = seed_summary(part[part.metric == metric])
         errors = [summary.value - summary.low, summary.high - summary.value]
-        ax.bar(summary.index, summary.value, yerr=errors, capsize=4, color="#4C72B0")
+        ax.bar(summary.index, summary.value, yerr=errors, capsize=4,
+               color=[method_colour(m) for m in summary.index])  # fmt: skip
         seeds = summary.seeds.max()
         interval = f"95% CI over {seeds} seeds" if seeds > 1 else "bootstrap 95% CI"
         ax.set_title(f"{task}\n({interval})", fontsize=9)
@@ -94,19 +150,19 @@ def plot_training_curves(log_paths, output) -> None:
     fig, axes = _panels(len(tasks), rows=2)
     for column, task in enumerate(tasks):
         part = logs[logs.task == task]
-        for method in _ordered(part.method.unique()):
-            for seed, run in part[part.method == method].groupby("seed"):
-                label = method if seed == part.seed.min() else None
-                color = method_colour(method)
-                axes[0][column].plot(run.epoch, run.valid_metric, color=color, label=label)
-                axes[1][column].plot(run.epoch, run.train_loss, color=color)
+        for (method, _), run in part.groupby(["method", "seed"]):
+            axes[0][column].plot(run.epoch, run.valid_metric, color=method_colour(method))
+            axes[1][column].plot(run.epoch, run.train_loss, color=method_colour(method))
         axes[0][column].set_title(task)
         axes[0][column].set_ylabel(f"valid {part.metric.iloc[0]}")
-        axes[1][column].set_ylabel("train loss")
+        axes[1][column].set_ylabel("train loss (log scale)")
         axes[1][column].set_xlabel("epoch")
         axes[1][column].set_yscale("log")
-        axes[0][column].legend(fontsize=8)
+    _figure_legend(fig, _method_handles(logs.method.unique()), title="method (a line per seed)")
     _save(fig, output)
+
+
+LMC_PATHS = {"product": "-", "factors": "--"}
 
 
 def plot_lmc(curve_path, output, split: str = "test") -> None:
@@ -120,18 +176,17 @@ def plot_lmc(curve_path, output, split: str = "test") -> None:
         for column, method in enumerate(methods):
             ax = axes[row][column]
             part = curve[(curve.task == task) & (curve.method == method)]
-            for path, style in (("product", "-"), ("factors", "--")):
+            for path, style in LMC_PATHS.items():
                 line = part[part.path == path].sort_values("alpha")
-                ax.plot(line.alpha, line.value, style, marker="o", markersize=3, label=path)
+                ax.plot(line.alpha, line.value, style, marker="o", markersize=3,
+                        color=method_colour(method))  # fmt: skip
             ax.set_title(f"{task}: {method}", fontsize=10)
             ax.set_xlabel("alpha (seed a -> seed b)")
             ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
-            ax.legend(fontsize=8)
+    paths = [Line2D([], [], color="grey", linestyle=style, marker="o", markersize=3, label=path)
+             for path, style in LMC_PATHS.items()]  # fmt: skip
+    _figure_legend(fig, paths, title="interpolated")
     _save(fig, output)
-
-
-def method_colour(method: str) -> str:
-    return f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else 4}"
 
 
 def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
@@ -151,15 +206,16 @@ def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
                 rows = panel[panel.method == method].set_index("combination").loc[combinations]
                 x = np.arange(len(combinations)) + (k - (len(methods) - 1) / 2) * width
                 colour = method_colour(method)
-                ax.plot(x, rows.merged, "o", color=colour, label=method)
+                ax.plot(x, rows.merged, "o", color=colour)
                 ax.axhline(rows.source_mean.iloc[0], color=colour, linestyle="--", linewidth=1)
-            ax.set_xticks(np.arange(len(combinations)), combinations, rotation=60, ha="right",
-                          fontsize=8)  # fmt: skip
+            ax.set_xticks(np.arange(len(combinations)), combinations, rotation=90, fontsize=8)
             title = f"{len(weights.split(':'))} seeds {weights}" if merge == "seeds" else "tasks"
             ax.set_title(f"{task}: {title}", fontsize=10)
             ax.set_ylabel(f"{split} {panel.metric.iloc[0]}")
             ax.grid(axis="y", linewidth=0.3)
-            ax.legend(fontsize=8, title="dashed: sources' mean", title_fontsize=7)
+        handles = _method_handles(part.method.unique(), marker="o", linestyle="none")
+        mean = Line2D([], [], color="grey", linestyle="--", linewidth=1, label="sources' mean")
+        _figure_legend(fig, [*handles, mean], title="merged model")
         _save(fig, Path(folder) / f"{task}.png")
 
 
@@ -179,13 +235,13 @@ def plot_federated(table: pd.DataFrame, output, split: str = "test") -> None:
             for method in _ordered(part.method.unique()):
                 line = part[part.method == method].sort_values("round")
                 ax.plot(line["round"], line.value, marker="o", markersize=3,
-                        color=method_colour(method), label=method)  # fmt: skip
+                        color=method_colour(method))  # fmt: skip
             clients = part.clients.iloc[0] if len(part) else "?"
             ax.set_title(f"{task}, {partition}, {clients} clients: {aggregation}", fontsize=9)
             ax.set_xlabel("round (0: before training)")
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
-            ax.legend(fontsize=8)
+    _figure_legend(fig, _method_handles(table.method.unique(), marker="o", markersize=3))
     _save(fig, output)
 
 
@@ -209,19 +265,22 @@ def plot_shapley(table: pd.DataFrame, output) -> None:
             rows = per_player[per_player.method == method].set_index("player").loc[players]
             x = np.arange(len(players)) + (k - (len(methods) - 1) / 2) * width
             ax.bar(x, rows.shapley, width, yerr=rows.stderr, capsize=2,
-                   color=method_colour(method), label=method)  # fmt: skip
+                   color=method_colour(method))  # fmt: skip
         ax.set_xticks(np.arange(len(players)), players, fontsize=7,
                       rotation=60 if len(players) > 12 else 0)  # fmt: skip
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xlabel("layer" if part.module.eq("all").all() else "layer:module")
         ax.set_ylabel(f"Shapley value (valid {part.value.iloc[0]})")
         ax.set_title(task)
-        ax.legend(fontsize=8)
+    _figure_legend(fig, _method_handles(table.method.unique(), linewidth=6))
     _save(fig, output)
 
 
 RANKED_STYLES = {"lowest_shapley": "-", "lowest_norm": "--", "random": ":"}
 MAGNITUDE_STYLES = {"magnitude_dw": "-", "magnitude_ab": "--"}
+PRUNING_STYLE_LABELS = {"-": "lowest Shapley first / dW entries",
+                        "--": "lowest norm first / A and B entries",
+                        ":": "random layers"}  # fmt: skip
 STRUCTURED_ORDER = ["none", "every_other", "keep_low", "keep_middle", "keep_high", "keep_q",
                     "keep_k", "keep_v"]  # fmt: skip
 
@@ -249,20 +308,21 @@ def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
                     if len(line):
                         amounts = [0.0, *line.amount] if column == 0 else list(line.amount)
                         values = [base, *line.value] if column == 0 else list(line.value)
-                        axes[row][column].plot(amounts, values, style, color=colour, marker=".",
-                                               label=f"{method} {scheme}")  # fmt: skip
+                        axes[row][column].plot(amounts, values, style, color=colour, marker=".")
             shapes = runs[~runs.scheme.isin([*RANKED_STYLES, *MAGNITUDE_STYLES])].set_index(
                 "scheme"
             )
             order = [s for s in STRUCTURED_ORDER if s in shapes.index]
-            axes[row][2].plot(order, shapes.value[order], "o", color=colour, label=method)
+            axes[row][2].plot(order, shapes.value[order], "o", color=colour)
         axes[row][0].set_xlabel("fraction of layers removed (lowest first)")
         axes[row][1].set_xlabel("sparsity")
-        axes[row][2].tick_params(axis="x", rotation=45)
+        axes[row][2].tick_params(axis="x", rotation=90)
         for column, title in enumerate(("layer removal", "magnitude pruning", "structured")):
             axes[row][column].set_title(f"{task}: {title}", fontsize=10)
-            axes[row][column].legend(fontsize=6)
         axes[row][0].set_ylabel(f"{split} {metric}")
+    styles = [Line2D([], [], color="grey", linestyle=style, label=label)
+              for style, label in PRUNING_STYLE_LABELS.items()]  # fmt: skip
+    _figure_legend(fig, [*_method_handles(table.method.unique(), marker="."), *styles])
     _save(fig, output)
 
 

@@ -72,6 +72,14 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """The whole demo (config.yaml), as `make demo` runs it: once per test session."""
+    workdir = tmp_path_factory.mktemp("demo")
+    snakemake(workdir, "--configfile", REPO / "config.yaml")
+    return workdir
+
+
+@pytest.fixture(scope="session")
 def head_only_demo(tmp_path_factory) -> Path:
     """The demo's head baseline (every task, method head, no analyses), run locally once."""
     workdir = tmp_path_factory.mktemp("head_only_demo")

@@ -1,19 +1,13 @@
 """The real pipeline on the bundled demo, through Snakemake: results, a no-op rerun, the report."""
 
 import json
+import zipfile
 
 import pandas as pd
 import pytest
 from conftest import REPO, snakemake
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    snakemake(workdir, "--configfile", REPO / "config.yaml")
-    return workdir
 
 
 def test_demo_metrics_cover_every_task(demo_run):
@@ -102,10 +96,28 @@ def test_rerun_does_no_work(demo_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_report_is_written(demo_run):
+def test_report_is_written_as_html_and_zip(demo_run):
     snakemake(demo_run, "--configfile", REPO / "config.yaml", "--report", "report.html")
     html = (demo_run / "report.html").read_text(errors="replace")
     assert "metrics.tsv" in html and "metrics.png" in html and "training_curves.png" in html
+    snakemake(demo_run, "--configfile", REPO / "config.yaml", "--report", "report.zip")
+    with zipfile.ZipFile(demo_run / "report.zip") as archive:
+        names = archive.namelist()
+        assert "report/report.html" in names, names[:20]
+        figures = [name for name in names if name.endswith(".png")]
+        # every figure of the report (19 in the demo) as a file of the archive
+        assert any(name.endswith("/pruning.png") for name in figures), figures
+        assert len(figures) == 19, figures
+        for name in figures:
+            assert archive.read(name).startswith(b"\x89PNG"), name
+
+
+def test_figures_have_no_overlapping_text(demo_run):
+    # `_save` logs a warning for each two overlapping pieces of text; the rules' logs keep them.
+    logs = [path for path in (demo_run / "logs").rglob("*.log")]
+    overlaps = [line for path in logs for line in path.read_text().splitlines()
+                if "overlapping text" in line]  # fmt: skip
+    assert len(logs) > 50 and not overlaps, overlaps
 
 
 def test_demo_measures_linear_mode_connectivity(demo_run):
