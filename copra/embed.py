@@ -1,6 +1,7 @@
 """Per-sequence embeddings of a frozen backbone: chunking, token-budget batches, OOM retries.
 
 `embed_sequences` computes; `run_embed` adds the content-addressed cache and the file I/O.
+The forward pass is `copra.fast_esm.representation` (fused attention, no LM head).
 """
 
 import json
@@ -20,6 +21,7 @@ from copra.backbone import Backbone, load_backbone
 from copra.device import autocast, pick_device, precision
 from copra.embedding_cache import EmbeddingCache
 from copra.errors import InputError
+from copra.fast_esm import representation
 from copra.sequences import read_fasta, sequence_hash
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,8 @@ class ChunkEncoder:
         """Per-residue representations of each chunk, float32 on the CPU."""
         _, _, tokens = self.converter([("", chunk.residues) for chunk in batch])
         with torch.inference_mode(), autocast(self.device):
-            out = self.backbone.model(tokens.to(self.device), repr_layers=[self.layer])
-        reps = out["representations"][self.layer].float().cpu()
+            reps = representation(self.backbone.model, tokens.to(self.device), self.layer)
+        reps = reps.float().cpu()
         return [reps[i, 1 : len(chunk.residues) + 1] for i, chunk in enumerate(batch)]
 
     def encode(self, batch: list[Chunk]) -> list[torch.Tensor]:
