@@ -6,7 +6,8 @@ the optimizer, schedule, layer dropper and batcher of a `Trainer`. One step is w
 `Trainer.train_epoch` does per batch (gradient accumulation 1): CopRA draws its active blocks,
 then forward, loss, backward, gradient clipping, optimizer and scheduler step. Tokenization
 happens before the clock starts. CopRA's activation probability is the one at `--progress` of its
-schedule (default: half-way), as in the middle of a training run.
+schedule (default: half-way), as in the middle of a training run. A method named with `+ckpt`
+(`--activation-checkpointing` adds `lora+ckpt`) trains with `finetune.activation_checkpointing`.
 
 Step time: one child process builds all three models and runs their steps round-robin (the order
 rotating each round), so a machine whose load changes during the run slows every method alike;
@@ -17,6 +18,7 @@ alone: on CUDA `torch.cuda.max_memory_allocated`, on the CPU the child's peak re
 (`ru_maxrss`), also given above the child's RSS just before its model was built.
 
     .venv/bin/python benchmarks/finetune_step.py [--model esm2_t6_8M_UR50D] [--output out.tsv]
+        [--activation-checkpointing] [--methods lora lora+ckpt copra copra+ckpt full]
 """
 
 import argparse
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 METHODS = ("lora", "copra", "full")
+CHECKPOINTED = "+ckpt"  # a method with `finetune.activation_checkpointing` on, e.g. lora+ckpt
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 KIND = "sequence_classification"
 SCHEDULE_STEPS = 1000  # CopRA's schedule length; every step draws at `--progress` of it
@@ -53,59 +56,77 @@ def random_sequences(count: int, length: int, seed: int) -> list[str]:
     return ["".join(AMINO_ACIDS[i] for i in row) for row in indices]
 
 
-def task(args):
-    """The benchmark's binary task: `steps` batches of seeded random sequences."""
+def binary_task(count: int, length: int, seed: int):
+    """`count` seeded random sequences with alternating binary labels: (TaskData, Targets)."""
     import pandas as pd
 
     from copra.finetune import task_data
     from copra.sequences import sequence_hash
     from copra.targets import Targets
 
-    count = (args.warmup_steps + args.steps) * args.batch_size
-    sequences = random_sequences(count, args.length, args.seed)
+    sequences = random_sequences(count, length, seed)
     hashes = [sequence_hash(s) for s in sequences]
     labels = [str(i % 2) for i in range(count)]  # both classes in every batch
     table = pd.DataFrame({"seq_hash": hashes, "label": labels})
     targets = Targets.from_training(KIND, table["label"])
-    data = task_data(table, dict(zip(hashes, sequences, strict=True)), KIND, targets)
-    batches = [
-        list(range(i, i + args.batch_size)) for i in range(0, len(sequences), args.batch_size)
-    ]
+    return task_data(table, dict(zip(hashes, sequences, strict=True)), KIND, targets), targets
+
+
+def task(args):
+    """The benchmark's binary task: `steps` batches of seeded random sequences."""
+    count = (args.warmup_steps + args.steps) * args.batch_size
+    data, targets = binary_task(count, args.length, args.seed)
+    batches = [list(range(i, i + args.batch_size)) for i in range(0, count, args.batch_size)]
     return data, targets, batches
 
 
+def build_trainer(method: str, model_name: str, targets, settings, seed: int, steps: int):
+    """A `Trainer` of `method` on the real architecture with seeded random weights, the `lora:`,
+    `head:` and `layer_drop:` defaults; (trainer, number of transformer blocks)."""
+    import torch
+
+    from copra import config
+    from copra.backbone import load_backbone
+    from copra.finetune import Trainer, build_model
+    from copra.layer_drop import LayerDropSettings
+    from copra.lora import LoraSettings
+
+    torch.manual_seed(seed)
+    backbone = load_backbone(model_name, "random", seed=0)
+    head = {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
+    model = build_model(method, backbone, targets, KIND, LoraSettings(), head)
+    trainer = Trainer(model, method, targets, settings, seed, steps, LayerDropSettings())
+    return trainer, backbone.num_layers
+
+
 class Method:
-    """One method's model and `Trainer` (optimizer, schedule, layer dropper) on the device."""
+    """One method's model and `Trainer` (optimizer, schedule, layer dropper) on the device;
+    `name` is lora, copra or full, with `+ckpt` for activation checkpointing."""
 
-    def __init__(self, args, method: str, targets):
-        import torch
+    def __init__(self, args, name: str, targets):
+        from copra.finetune import FinetuneSettings
+        from copra.layer_drop import activation_probability
 
-        from copra import config
-        from copra.backbone import load_backbone
-        from copra.finetune import FinetuneSettings, Trainer, build_model
-        from copra.layer_drop import LayerDropSettings, activation_probability
-        from copra.lora import LoraSettings
-
-        self.name = method
-        torch.manual_seed(args.seed)
-        backbone = load_backbone(args.model, "random", seed=0)
-        head = {k: config.default(f"head.{k}") for k in ("hidden", "dropout", "pair_combination")}
-        self.model = build_model(method, backbone, targets, KIND, LoraSettings(), head)
+        self.name = name
+        method = name.removesuffix(CHECKPOINTED)
         self.settings = FinetuneSettings(
             batch_size=args.batch_size,
             gradient_accumulation=1,
             max_epochs=1,
             max_residues=args.length,
             device=args.device,
+            activation_checkpointing=name.endswith(CHECKPOINTED),
         )
-        layer_drop = LayerDropSettings()
-        self.trainer = Trainer(
-            self.model, method, targets, self.settings, args.seed, SCHEDULE_STEPS, layer_drop
+        self.trainer, self.num_blocks = build_trainer(
+            method, args.model, targets, self.settings, args.seed, SCHEDULE_STEPS
         )
+        self.model = self.trainer.model
         self.device = self.trainer.device
         self.draw_step = int(args.progress * SCHEDULE_STEPS)
-        self.p_active = activation_probability(self.draw_step, SCHEDULE_STEPS, layer_drop)
-        self.num_blocks = backbone.num_layers
+        dropper = self.trainer.dropper
+        self.p_active = None
+        if dropper:
+            self.p_active = activation_probability(self.draw_step, SCHEDULE_STEPS, dropper.settings)
         self.active_blocks: list[int] = []
         self.model.train()
 
@@ -160,7 +181,7 @@ def measure_time(args) -> dict:
     import torch
 
     data, targets, batches = task(args)
-    methods = [Method(args, name, targets) for name in METHODS]
+    methods = [Method(args, name, targets) for name in args.methods]
     inputs = inputs_for(methods[0], data, batches)
     device = methods[0].device
     times = {m.name: [] for m in methods}
@@ -183,7 +204,7 @@ def measure_time(args) -> dict:
             "total_params": total,
             "median_step_ms": 1000 * statistics.median(timed),
             "step_ms": [round(1000 * t, 2) for t in timed],
-            "p_active": m.p_active if m.trainer.dropper else None,
+            "p_active": m.p_active,
             "mean_active_blocks": statistics.mean(active) if active else None,
             "num_blocks": m.num_blocks,
         }
@@ -227,7 +248,7 @@ def table_rows(timing: dict, memory: dict) -> list[dict]:
     full_peak = memory["full"]["peak_mb"]
     full_above = full_peak - memory["full"]["base_mb"]
     rows = []
-    for name in METHODS:
+    for name in timing:
         t, m = timing[name], memory[name]
         above = m["peak_mb"] - m["base_mb"]
         rows.append(
@@ -243,6 +264,23 @@ def table_rows(timing: dict, memory: dict) -> list[dict]:
             }
         )
     return rows
+
+
+def comparisons(rows: list[dict]) -> list[str]:
+    """Each variant against its base method: lora+ckpt vs lora, copra vs lora."""
+    by_name = {row["method"]: row for row in rows}
+    pairs = [(f"{m}{CHECKPOINTED}", m) for m in METHODS] + [("copra", "lora")]
+    pairs += [(f"copra{CHECKPOINTED}", f"lora{CHECKPOINTED}")]
+    lines = []
+    for name, base in pairs:
+        if name in by_name and base in by_name:
+            a, b = by_name[name], by_name[base]
+            lines.append(
+                f"{name} vs {base}: step time x{a['median_step_ms'] / b['median_step_ms']:.3f}, "
+                f"peak x{a['peak_mb'] / b['peak_mb']:.3f}, "
+                f"above base x{a['above_base_mb'] / b['above_base_mb']:.3f}"
+            )
+    return lines
 
 
 def format_table(rows: list[dict]) -> str:
@@ -272,6 +310,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0.5,
         help="fraction of CopRA's schedule at which its layers are drawn (default 0.5)",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help="methods to compare (full among them): lora, copra, full, each also with "
+        f"{CHECKPOINTED} (finetune.activation_checkpointing on), e.g. lora{CHECKPOINTED}",
+    )
+    parser.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help=f"also measure lora{CHECKPOINTED}: LoRA with finetune.activation_checkpointing on",
+    )
     parser.add_argument("--output", type=Path, help="also write the table here as TSV")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -280,6 +330,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--steps, --batch-size and --length must be >= 1, --warmup-steps >= 0")
     if not 0 <= args.progress <= 1:
         parser.error("--progress must lie in [0, 1]")
+    if args.activation_checkpointing and "lora" + CHECKPOINTED not in args.methods:
+        args.methods.insert(args.methods.index("lora") + 1 if "lora" in args.methods else 0,
+                            "lora" + CHECKPOINTED)  # fmt: skip
+    unknown = [m for m in args.methods if m.removesuffix(CHECKPOINTED) not in METHODS]
+    if unknown or "full" not in args.methods or len(set(args.methods)) < len(args.methods):
+        parser.error(f"--methods: distinct names of {', '.join(METHODS)} (optionally "
+                     f"{CHECKPOINTED}), full among them; got {' '.join(args.methods)}")  # fmt: skip
     args.argv = argv
     return args
 
@@ -298,20 +355,26 @@ def main(argv: list[str] | None = None) -> None:
         return
     started, load = time.perf_counter(), os.getloadavg()[0]
     timing = run_child(args, "time")
-    memory = {name: run_child(args, "memory", name) for name in METHODS}
     methods = timing["methods"]
-    copra = methods["copra"]
+    for name, result in methods.items():  # progress on stderr, kept should a later child fail
+        print(f"{name}: step times {result['step_ms']} ms", file=sys.stderr, flush=True)
+    memory = {}
+    for name in args.methods:
+        memory[name] = run_child(args, "memory", name)
+        print(f"{name}: peak {memory[name]}", file=sys.stderr, flush=True)
     cuda = timing["device"].startswith("cuda")
     print(
         f"{args.model} (random weights), batch {args.batch_size} x {args.length} residues, "
         f"{args.steps} timed steps after {args.warmup_steps} warmup, device {timing['device']}"
         + ("" if cuda else f" ({timing['threads']} threads)")
     )
-    print(
-        f"copra: p_active {copra['p_active']:.3f} at {args.progress:.0%} of its schedule, "
-        f"{copra['mean_active_blocks']:.2f} of {copra['num_blocks']} blocks active per step "
-        "on average"
-    )
+    for name, copra in methods.items():
+        if copra["p_active"] is not None:
+            print(
+                f"{name}: p_active {copra['p_active']:.3f} at {args.progress:.0%} of its "
+                f"schedule, {copra['mean_active_blocks']:.2f} of {copra['num_blocks']} blocks "
+                "active per step on average"
+            )
     print(
         f"peak memory: {'max_memory_allocated' if cuda else 'ru_maxrss'} of one child process "
         f"per method, {MEMORY_STEPS} steps; load average at start {load:.2f}, "
@@ -319,6 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = table_rows(methods, memory)
     print(format_table(rows))
+    for line in comparisons(rows):
+        print(line)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         lines = ["\t".join(rows[0])] + ["\t".join(map(str, row.values())) for row in rows]

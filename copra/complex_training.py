@@ -28,6 +28,7 @@ from copra.device import autocast, pick_device, precision
 from copra.early_stopping import EarlyStopping, check_converged
 from copra.embed import read_embeddings
 from copra.errors import InputError
+from copra.fast_esm import use_fused_attention
 from copra.layer_drop import LayerDropper, LayerDropSettings
 from copra.lora import LoraSettings, add_lora, lora_layers_by_block
 from copra.metrics import compute_metrics
@@ -121,6 +122,7 @@ class BackboneResidues(torch.nn.Module):
 
     def __init__(self, network, alphabet, num_layers: int, max_residues: int):
         super().__init__()
+        use_fused_attention(network)
         self.network, self.num_layers, self.max_residues = network, num_layers, max_residues
         self.converter = alphabet.get_batch_converter()
 

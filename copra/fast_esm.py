@@ -7,6 +7,8 @@ modules. Anything else (training mode, a PeftModel wrapper, other attention) tak
 own forward. `benchmarks/embed_vs_fair_esm.py` measures what each part gives.
 """
 
+from functools import partial
+
 import esm
 import torch
 import torch.nn.functional as F
@@ -82,3 +84,26 @@ def representation(model, tokens: torch.Tensor, layer: int) -> torch.Tensor:
     if fast_path_supported(model):
         return esm2_representation(model, tokens, layer)
     return model(tokens, repr_layers=[layer])["representations"][layer]
+
+
+def fused_block_forward(block: TransformerLayer, x: torch.Tensor, self_attn_mask=None,
+                        self_attn_padding_mask=None, need_head_weights=False):  # fmt: skip
+    """fair-esm's `TransformerLayer.forward` (x as (T, B, E)) through `fast_layer`, for training
+    and evaluation alike; asked for attention weights or an attention mask, fair-esm's own."""
+    if need_head_weights or self_attn_mask is not None:
+        return type(block).forward(block, x, self_attn_mask, self_attn_padding_mask,
+                                   need_head_weights)  # fmt: skip
+    out = fast_layer(block, x.transpose(0, 1), self_attn_padding_mask).transpose(0, 1)
+    return out, None
+
+
+def use_fused_attention(network: torch.nn.Module) -> int:
+    """Every plain ESM-2 block of `network` (inside peft's wrapper too) runs `fused_block_forward`.
+
+    Names, parameters and state dicts stay as they are; returns the number of blocks. Call it
+    before `checkpoint_blocks`, which then recomputes the fused forward in backward."""
+    blocks = [module for module in network.modules() if _plain_layer(module)]
+    for block in blocks:
+        if "forward" not in vars(block):  # a forward set before (checkpointing) is kept
+            block.forward = partial(fused_block_forward, block)
+    return len(blocks)

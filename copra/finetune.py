@@ -28,7 +28,7 @@ from copra.errors import InputError
 from copra.layer_drop import LayerDropper, LayerDropSettings
 from copra.lora import LoraSettings, add_lora, lora_layers_by_block, wrapped_module_names
 from copra.metrics import loss_and_primary_metric
-from copra.protein_model import ProteinModel
+from copra.protein_model import ProteinModel, checkpoint_blocks
 from copra.provenance import file_sha256, write_manifest
 from copra.tables import PAIR_KIND, read_sequences, read_task_table, write_predictions
 from copra.targets import Targets
@@ -52,6 +52,7 @@ class FinetuneSettings:
     max_residues: int = config.default("finetune.max_residues")
     eval_batch_size: int = config.default("finetune.eval_batch_size")
     device: str = config.default("finetune.device")
+    activation_checkpointing: bool = config.default("finetune.activation_checkpointing")
 
 
 @dataclass
@@ -196,6 +197,8 @@ class Trainer:
         self.model, self.method, self.targets, self.settings = model, method, targets, settings
         self.device = pick_device(settings.device)
         self.model.to(self.device)
+        if settings.activation_checkpointing:
+            checkpoint_blocks(model.backbone)
         self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
         params = dict(model.named_parameters())
         head = [params[n] for n in self.trainable if n.startswith("head.")]

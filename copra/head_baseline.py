@@ -72,32 +72,44 @@ def evaluate_outputs(model, x, y, targets: Targets) -> tuple[float, float]:
         return loss_and_primary_metric(model(x), y, targets)
 
 
-def fit_head(
-    x_train, y_train, x_valid, y_valid, targets: Targets, settings: HeadSettings, seed: int
-):
-    """Train with AdamW and early stopping; returns the best model and the per-epoch log."""
-    torch.manual_seed(seed)
+def new_head(x_train, targets: Targets, settings: HeadSettings):
+    """A freshly initialised head standardizing like the training features, and its AdamW."""
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
     head = TaskHead(x_train.shape[1], targets.out_dim, settings.hidden, settings.dropout)
     model = StandardizedHead(mean, std, head)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
+    return model, optimizer
+
+
+def train_epoch(model, optimizer, x, y, targets: Targets, settings: HeadSettings, generator):
+    """One epoch over the training features in random batches; the mean training loss."""
+    model.train()
+    order = torch.randperm(len(x), generator=generator)
+    total = 0.0
+    for start in range(0, len(order), settings.batch_size):
+        rows = order[start : start + settings.batch_size]
+        loss = targets.loss(model(x[rows]), y[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(rows)
+    return total / len(order)
+
+
+def fit_head(
+    x_train, y_train, x_valid, y_valid, targets: Targets, settings: HeadSettings, seed: int
+):
+    """Train with AdamW and early stopping; returns the best model and the per-epoch log."""
+    torch.manual_seed(seed)
+    model, optimizer = new_head(x_train, targets, settings)
     generator = torch.Generator().manual_seed(seed)
     best, rows, stopping = None, [], EarlyStopping(settings.patience)
     for epoch in tqdm(range(1, settings.max_epochs + 1), desc="head", mininterval=5):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), settings.batch_size):
-            rows_ = order[start : start + settings.batch_size]
-            loss = targets.loss(model(x_train[rows_]), y_train[rows_])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss) * len(rows_)
+        train_loss = train_epoch(model, optimizer, x_train, y_train, targets, settings, generator)
         valid_loss, value = evaluate_outputs(model, x_valid, y_valid, targets)
-        rows.append((epoch, total / len(order), valid_loss, value))
+        rows.append((epoch, train_loss, valid_loss, value))
         if stopping.update(value, valid_loss):
             best = copy.deepcopy(model.state_dict())
         if stopping.stop:

@@ -3,10 +3,15 @@
 Pairs go through the one shared backbone separately and are combined symmetrically.
 """
 
+from functools import partial
+
 import torch
+from esm.modules import TransformerLayer
 from torch import nn
 from torch.nn.functional import pad
+from torch.utils.checkpoint import checkpoint
 
+from copra.fast_esm import use_fused_attention
 from copra.task_head import TaskHead, combine_pair, combined_dim
 
 
@@ -33,6 +38,7 @@ class ProteinModel(nn.Module):
         pair_combination: str | None = None,
     ):
         super().__init__()
+        use_fused_attention(backbone)
         self.backbone = backbone
         self.alphabet = alphabet
         self.num_layers = num_layers
@@ -53,3 +59,31 @@ class ProteinModel(nn.Module):
                   for t in (tokens, tokens_b)]  # fmt: skip
         pooled_a, pooled_b = self.pooled(torch.cat(padded)).chunk(2)
         return self.head(combine_pair(pooled_a, pooled_b, self.pair_combination).float())
+
+
+def needs_backward(block: nn.Module, x: torch.Tensor) -> bool:
+    """Whether backward passes through `block`: a gradient flows in, or it has a trainable
+    parameter switched on (peft freezes the adapters of a block that CopRA dropped)."""
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(p.requires_grad for p in block.parameters())
+
+
+def _checkpointed_forward(block: nn.Module, forward, x: torch.Tensor, *args, **kwargs):
+    if not needs_backward(block, x):  # evaluation, or a frozen block below every trainable one
+        return forward(x, *args, **kwargs)
+    # Non-reentrant: parameter gradients flow even when `x` needs none (the lowest LoRA block),
+    # and the RNG state (LoRA dropout) is replayed, so the recomputation is the same forward.
+    return checkpoint(forward, x, *args, use_reentrant=False, **kwargs)
+
+
+def checkpoint_blocks(network: nn.Module) -> int:
+    """Activation checkpointing of every ESM-2 transformer block of `network` (plain, or inside
+    peft's wrapper): in training only each block's input is kept, and the block's forward runs
+    again in backward. Wraps the block's forward as it is (fair-esm's, or one set on the block
+    before); module names and state dicts stay as they are; returns the block count."""
+    blocks = [module for module in network.modules() if isinstance(module, TransformerLayer)]
+    for block in blocks:
+        if getattr(block.forward, "func", None) is not _checkpointed_forward:  # not twice
+            block.forward = partial(_checkpointed_forward, block, block.forward)
+    return len(blocks)

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from copra.backbone import load_backbone
-from copra.fast_esm import esm2_representation, fast_path_supported, representation, sdpa_attention
+from copra.fast_esm import (
+    esm2_representation,
+    fast_path_supported,
+    representation,
+    sdpa_attention,
+    use_fused_attention,
+)
 from copra.sequences import STANDARD
 
 NAME = "esm2_t6_8M_UR50D"
@@ -89,3 +95,50 @@ def test_fast_path_with_lora_wrapped_layers_and_fallbacks(backbone):
         assert (plain(tokens, repr_layers=[6])["representations"][6] - expected).abs().max() > 1e-3
     plain.train()
     assert not fast_path_supported(plain)  # dropout and training go through fair-esm
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_fused_blocks_train_as_fair_esm_does(padded):
+    """Loss and gradients of a LoRA-wrapped ESM-2 in training mode, fused against fair-esm.
+
+    LoRA dropout is off: the fused block calls v_proj first, so dropout draws a different mask
+    than fair-esm's order would (each run is still reproducible)."""
+    from copra.lora import LoraSettings, add_lora
+
+    settings = LoraSettings(target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1"],
+                            dropout=0.0)  # fmt: skip
+    lengths = [20, 61, 33] if padded else [40, 40]
+    results = []
+    for fused in (False, True):
+        torch.manual_seed(1)  # the same adapters (A is drawn at random) in both models
+        model = add_lora(load_backbone(NAME, "random", seed=SEED).model, settings, "test")
+        with torch.no_grad():  # adapters start as a no-op (B = 0): make them count
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(std=0.05)
+        if fused:
+            assert use_fused_attention(model) == 6
+            assert use_fused_attention(model) == 6  # again: nothing changes
+        model.train()
+        torch.manual_seed(2)
+        tokens = padded_tokens(load_backbone(NAME, "random", seed=SEED), lengths, seed=7)
+        reps = model(tokens, repr_layers=[6])["representations"][6]
+        loss = (reps * torch.randn(reps.shape, generator=torch.Generator().manual_seed(5))).sum()
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (loss, grads), (fused_loss, fused_grads) = results
+    assert (loss - fused_loss).abs() < 1e-3 and grads.keys() == fused_grads.keys()
+    for name, grad in grads.items():
+        assert (grad - fused_grads[name]).norm() <= 1e-4 * grad.norm(), name
+
+
+def test_fused_blocks_give_attention_weights_when_asked(backbone):
+    model = load_backbone(NAME, "random", seed=SEED).model
+    use_fused_attention(model)
+    tokens = padded_tokens(backbone, [12, 30], seed=8)
+    with torch.no_grad():
+        out = model(tokens, repr_layers=[6], need_head_weights=True)
+        expected = backbone.model(tokens, repr_layers=[6], need_head_weights=True)
+    assert torch.allclose(out["attentions"], expected["attentions"])
+    assert (out["representations"][6] - expected["representations"][6]).abs().max() < 1e-5

@@ -1,4 +1,5 @@
-"""Fine-tuning: outputs, exact reload with peft, determinism, resume after a kill, bad settings."""
+"""Fine-tuning: outputs, exact reload with peft, determinism, resume after a kill, bad settings,
+activation checkpointing."""
 
 import json
 import os
@@ -12,12 +13,24 @@ import pandas as pd
 import pytest
 import torch
 
+from copra import config, protein_model
 from copra.backbone import load_backbone
 from copra.cli import main
 from copra.demo_data import write_demo_data
-from copra.finetune import Batcher, load_finetuned, predict, task_data
+from copra.finetune import (
+    Batcher,
+    FinetuneSettings,
+    Trainer,
+    build_model,
+    load_finetuned,
+    predict,
+    task_data,
+)
 from copra.ingest import run_ingest
+from copra.layer_drop import LayerDropSettings
+from copra.lora import LoraSettings
 from copra.tables import read_sequences, read_task_table
+from copra.targets import Targets
 
 FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 
@@ -140,6 +153,76 @@ def test_killed_job_resumes_to_the_same_result(tasks, tmp_path):
     for name in ("training_log.tsv", "predictions.tsv", "layer_drop.tsv"):
         resumed = (tmp_path / "killed" / name).read_text()
         assert resumed == (tmp_path / "straight" / name).read_text(), name
+
+
+def training_step(method: str, checkpointing: bool):
+    """Loss, gradients, active blocks and blocks of one training step of a fresh seeded 8M model
+    (CopRA: its draw at step 0 of a p0 = 0.3 schedule, blocks 2 and 3 active)."""
+    torch.manual_seed(0)
+    backbone = load_backbone("esm2_t6_8M_UR50D", "random", seed=0)
+    kind = "sequence_classification"
+    targets = Targets.from_training(kind, pd.Series(["a", "b"]))
+    head = {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
+    model = build_model(method, backbone, targets, kind, LoraSettings(), head)
+    settings = FinetuneSettings(device="cpu", activation_checkpointing=checkpointing)
+    trainer = Trainer(model, method, targets, settings, 0, 10, LayerDropSettings(p0=0.3))
+    if checkpointing:  # a second call (another Trainer on the model) wraps nothing twice
+        assert protein_model.checkpoint_blocks(model.backbone) == backbone.num_layers
+    active = trainer.dropper.draw(0) if trainer.dropper else list(range(backbone.num_layers))
+    sequences = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLEDPVDAFQNNLLKELQKAGW"]
+    data = task_data(
+        pd.DataFrame({"seq_hash": ["a", "b"], "label": ["a", "b"]}),
+        dict(zip("ab", sequences, strict=True)), kind, targets
+    )  # fmt: skip
+    blocks = [m for m in model.modules() if isinstance(m, protein_model.TransformerLayer)]
+    model.train()
+    torch.manual_seed(1)  # the same LoRA dropout masks in both runs
+    loss = targets.loss(model(*trainer.batcher.tokens(data, [0, 1])), data.targets)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads, active, blocks
+
+
+@pytest.mark.parametrize("method", ["lora", "copra", "full"])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(method, monkeypatch):
+    calls = []
+    original = protein_model.checkpoint
+
+    def recording(forward, *args, **kwargs):
+        calls.append(forward.args[0])  # the block of its fused forward (copra.fast_esm)
+        return original(forward, *args, **kwargs)
+
+    loss, grads, active, _ = training_step(method, False)
+    monkeypatch.setattr(protein_model, "checkpoint", recording)
+    loss_ckpt, grads_ckpt, active_ckpt, blocks = training_step(method, True)
+    assert active_ckpt == active
+    assert loss_ckpt == pytest.approx(loss, rel=1e-6)
+    assert sorted(grads_ckpt) == sorted(grads) and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    # Every block from the lowest active one up runs checkpointed, once per forward; the blocks
+    # below it (CopRA's dropped ones there) need no backward and run plainly.
+    assert [blocks.index(block) for block in calls] == list(range(min(active), 6))
+    if method == "copra":
+        assert min(active) > 0 and len(active) < 6, active
+        dropped = {f".layers.{i}." for i in range(6) if i not in active}
+        assert not [n for n in grads if "lora_" in n and any(d in n for d in dropped)]
+
+
+def test_activation_checkpointing_through_the_cli(tasks, tmp_path):
+    """`--activation-checkpointing True` (as the workflow writes it) trains CopRA the same."""
+    for run, extra in (("plain", []), ("checkpointed", ["--activation-checkpointing", "True"])):
+        assert main(finetune_args(tasks, "localization", "copra", tmp_path / run, *extra)) == 0
+    logs = [
+        pd.read_csv(tmp_path / r / "training_log.tsv", sep="\t") for r in ("plain", "checkpointed")
+    ]
+    np.testing.assert_allclose(logs[1].to_numpy(float), logs[0].to_numpy(float), rtol=1e-4)
+    drops = [(tmp_path / r / "layer_drop.tsv").read_text() for r in ("plain", "checkpointed")]
+    assert drops[0] == drops[1]
+    manifests = [
+        json.loads((tmp_path / r / "manifest.json").read_text()) for r in ("plain", "checkpointed")
+    ]
+    assert [m["settings"]["activation_checkpointing"] for m in manifests] == [False, True]
 
 
 @pytest.mark.parametrize(
