@@ -5,6 +5,7 @@ Bad input exits with status 2 and one message naming the file and record; nothin
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import signal
@@ -19,6 +20,8 @@ log = logging.getLogger("copra")
 
 def _add_settings(parser: argparse.ArgumentParser, settings_class, prefix: str = "") -> None:
     """One `--<prefix>field-name` option per dataclass field, its default taken from the schema."""
+    if isinstance(parser, _Skipped):
+        return
     defaults = settings_class()
     for field in dataclasses.fields(settings_class):
         flag = "--" + (prefix + field.name).replace("_", "-")
@@ -181,6 +184,8 @@ def _adapter_kwargs(args) -> dict:
 
 
 def _adapter_options(parser) -> None:
+    if isinstance(parser, _Skipped):
+        return
     from copra.layer_drop import LayerDropSettings
     from copra.lora import LoraSettings
 
@@ -453,6 +458,8 @@ def _task_options(parser):
 
 def _training_options(parser):
     """The task, backbone, fine-tuning, LoRA, layer-dropping and head options of training."""
+    if isinstance(parser, _Skipped):
+        return
     from copra.finetune import FinetuneSettings
 
     _task_options(parser)
@@ -470,6 +477,8 @@ def _training_options(parser):
 
 def _complex_options(parser):
     """A complex task's ingested data, the method, and the model and training settings."""
+    if isinstance(parser, _Skipped):
+        return
     from copra.coformer import CoFormerSettings
     from copra.complex_training import METHODS, ComplexTrainingSettings
 
@@ -497,6 +506,8 @@ def _run_options(parser):
 
 
 def _merge_options(parser):
+    if isinstance(parser, _Skipped):
+        return
     from copra.merging import COMBINATIONS, MergeSettings
 
     _model_options(parser, seed_flag="--model-seed")
@@ -507,19 +518,55 @@ def _merge_options(parser):
     parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from copra.complexes import ComplexSettings
-    from copra.embed import EmbeddingSettings
-    from copra.head_baseline import HeadSettings
-    from copra.pruning import SCHEMES, PruningSettings
-    from copra.shapley import ShapleySettings
+class _Skipped:
+    """Stands in for the parser of a subcommand that is not being run: takes every call and does
+    nothing, so its options (and the torch-heavy modules that define them) are never loaded."""
 
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self
+
+
+class _OnlyOneSubcommand:
+    """`add_parser` that builds the one subcommand being run, and a bare entry (name and help,
+    for `copra --help`) for every other: each job starts in well under a second instead of ~5 s
+    of importing torch and peft for options it does not have."""
+
+    def __init__(self, subparsers, wanted: str | None):
+        self.subparsers, self.wanted = subparsers, wanted
+
+    def add_parser(self, name: str, **kwargs):
+        parser = self.subparsers.add_parser(name, **kwargs)
+        return parser if self.wanted in (None, name) else _Skipped()
+
+
+def _resolve(parser, path: str):
+    """`module:attribute`, imported only for a parser that is being built."""
+    if isinstance(parser, _Skipped):
+        return None
+    module, attribute = path.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _subcommand(argv) -> str | None:
+    """The subcommand named in `argv` (None: none yet, e.g. `copra --help`)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    while words and words[0].startswith("-"):
+        option = words.pop(0)
+        if option in ("-t", "--threads") and words:
+            words.pop(0)
+    return words[0] if words else None
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The whole CLI; given `argv`, only its subcommand's options are built."""
     parser = argparse.ArgumentParser(prog="copra", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument(
         "-t", "--threads", type=int, help="CPU threads of torch (a job's share of the cores)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = _OnlyOneSubcommand(
+        parser.add_subparsers(dest="command", required=True), _subcommand(argv)
+    )
 
     p = sub.add_parser("demo-data", help="write the bundled demo's FASTA and label files")
     p.add_argument("--output-dir", required=True)
@@ -544,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--structures", help="complex_regression: folder of structure files")
     p.add_argument("--mutations", help="complex_regression: table pdb,mutation[,ddg]")
     p.add_argument("--output-dir", help="complex_regression: folder of the ingested tables")
-    _add_settings(p, ComplexSettings)
+    _add_settings(p, _resolve(p, "copra.complexes:ComplexSettings"))
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("fetch-weights", help="download ESM-2 weights into a shared weights folder")
@@ -566,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--per-residue", action="store_true", help="a matrix per sequence (complex tasks)"
     )
-    _add_settings(p, EmbeddingSettings)
+    _add_settings(p, _resolve(p, "copra.embed:EmbeddingSettings"))
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("embed-shard", help="one shard of a sequence table into the cache")
@@ -577,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="a JSON record of the shard")
     p.add_argument("--cache-dir", default=config.default("embedding.cache_dir"))
     p.add_argument("--per-residue", action="store_true")
-    _add_settings(p, EmbeddingSettings)
+    _add_settings(p, _resolve(p, "copra.embed:EmbeddingSettings"))
     p.set_defaults(func=cmd_embed_shard)
 
     p = sub.add_parser("train-head", help="train the head-only baseline on cached embeddings")
@@ -587,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
-    _add_settings(p, HeadSettings)
+    _add_settings(p, _resolve(p, "copra.head_baseline:HeadSettings"))
     p.set_defaults(func=cmd_train_head)
 
     p = sub.add_parser("finetune", help="fine-tune with LoRA, CopRA (layer dropping) or fully")
@@ -642,18 +689,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shapley", help="per-layer Shapley values of a run's adapter")
     _run_options(p)
-    _add_settings(p, ShapleySettings)
+    _add_settings(p, _resolve(p, "copra.shapley:ShapleySettings"))
     p.set_defaults(func=cmd_shapley)
 
     p = sub.add_parser("pruning", help="a run's metric under every pruning scheme and amount")
     _run_options(p)
-    _add_settings(p, PruningSettings)
+    _add_settings(p, _resolve(p, "copra.pruning:PruningSettings"))
     p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
     p.set_defaults(func=cmd_pruning)
 
     p = sub.add_parser("prune", help="write one pruned adapter in peft's format")
     p.add_argument("--adapter", required=True, help="an adapter folder (adapter_config.json ...)")
-    p.add_argument("--scheme", required=True, choices=SCHEMES)
+    p.add_argument("--scheme", required=True, choices=_resolve(p, "copra.pruning:SCHEMES"))
     help_amount = "sparsity (magnitude schemes) or fraction of layers removed (ranked)"
     p.add_argument("--amount", type=float, default=0.0, help=help_amount)
     p.add_argument("--seed", type=int, default=config.default("pruning.seed"))
@@ -753,7 +800,7 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

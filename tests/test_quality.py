@@ -51,3 +51,21 @@ def test_ruff_format_check():
     assert folders, f"none of {FORMATTED} exists"
     code, output = _run("ruff", "format", "--check", *folders)
     assert code == 0, f"ruff format --check exited {code}:\n{output}"
+
+
+def test_a_light_subcommand_does_not_import_torch():
+    """Only the subcommand being run builds its options: evaluation, summaries and gathering
+    start without importing torch and peft (~5 s per job); the full help still lists them all."""
+    code = (
+        "import sys; from copra.cli import build_parser; "
+        "build_parser(['--threads', '1', 'evaluate', '--task', 't']); "
+        "print('torch' in sys.modules, 'peft' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+    from copra.cli import build_parser
+
+    help_text = build_parser([]).format_help()
+    assert "finetune" in help_text and "gather-metrics" in help_text
+    finetune = build_parser(["finetune"])._subparsers._group_actions[0].choices["finetune"]
+    assert "--lora-rank" in finetune.format_help()
