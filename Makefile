@@ -10,9 +10,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(PYTHON):
 	python3 -m venv $(VENV)
 
-$(INSTALLED): pyproject.toml | $(PYTHON)
+$(INSTALLED): pyproject.toml constraints.txt | $(PYTHON)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet --editable '.[pipeline,dev]'
+	$(PYTHON) -m pip install --quiet --constraint constraints.txt --editable '.[pipeline,dev]'
 	touch $@
 
 ## demo: run the whole pipeline on the bundled demo (config.yaml), then write its report

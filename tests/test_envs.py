@@ -204,6 +204,22 @@ def test_pip_dependencies_are_sorted(path):
     assert names == sorted(names), f"{path.name}: pip entries are not sorted by name"
 
 
+def test_constraints_pin_exactly_what_the_envs_pin():
+    """constraints.txt (the Makefile installs under it) holds every env pip pin, the same."""
+    envs = {}
+    for path in ENV_FILES:
+        for name, (_, version) in _pip_pins(path).items():
+            assert envs.setdefault(name, version) == version, f"{name}: two pins across envs"
+    constraints = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            match = PIP_PIN.fullmatch(line.strip())
+            assert match, f"constraints.txt: {line!r} is not name==version"
+            constraints[canonicalize_name(match["name"])] = match["version"]
+    assert constraints == envs
+    assert "--constraint constraints.txt" in (ROOT / "Makefile").read_text()
+
+
 @pytest.mark.parametrize("path", ENV_FILES, ids=ENV_IDS)
 def test_pip_pins_equal_the_installed_versions(path):
     problems = []
