@@ -44,6 +44,11 @@ def setup(args):
     return device
 
 
+def start(args):
+    """`setup` and the seeded subset of --sequences from --fasta: (device, records)."""
+    return setup(args), sequence_subset(args.fasta, args.sequences, args.seed)
+
+
 def sequence_subset(fasta: Path, count: int, seed: int) -> list[tuple[str, str]]:
     """`count` (id, sequence) records drawn at random (seeded) from `fasta`, in file order."""
     from copra.sequences import read_fasta

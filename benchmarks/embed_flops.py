@@ -37,8 +37,7 @@ def main(argv=None) -> int:
     from copra.embed import EmbeddingSettings, embed_sequences, resolve_layer
 
     args = parse_args(argv)
-    device = _common.setup(args)
-    records = _common.sequence_subset(args.fasta, args.sequences, args.seed)
+    device, records = _common.start(args)
     sequences = [s for _, s in records]
     backbone = _common.backbone(args)
     settings = EmbeddingSettings(device=args.device)

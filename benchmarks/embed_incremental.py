@@ -77,8 +77,7 @@ def main(argv=None) -> int:
     from copra.embed import read_embeddings
 
     args = parse_args(argv)
-    device = _common.setup(args)
-    records = _common.sequence_subset(args.fasta, args.sequences, args.seed)
+    device, records = _common.start(args)
     old, new = split_old_new(records, args.new_fraction, args.seed)
     print(f"{args.model} (random weights, seed {args.seed}), device {device}")
     print(f"machine: {_common.machine(device)}")

@@ -204,8 +204,7 @@ def parse_args(argv) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    device = _common.setup(args)
-    records = _common.sequence_subset(args.fasta, args.sequences, args.seed)
+    device, records = _common.start(args)
     backbone = _common.backbone(args)
     lengths = [len(s) for _, s in records]
     print(f"{args.model} (random weights, seed {args.seed}), last layer, device {device}")

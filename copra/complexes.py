@@ -20,9 +20,10 @@ from copra.ingest import SPLITS, read_label_table
 from copra.provenance import write_manifest
 from copra.sequences import sequence_hash, write_fasta
 from copra.structures import chain_fasta, crop_patch, interface, read_structure, resolve_chains
+from copra.tables import COMPLEX_KIND
 
 log = logging.getLogger(__name__)
-KIND = "complex_regression"
+KIND = COMPLEX_KIND
 SUFFIXES = (".pdb", ".cif", ".ent")
 TABLE_COLUMNS = ["id", "file", "protein_chains", "rna_chains", "label", "split", "fold", "tokens",
                  "interface", "gaps"]  # fmt: skip

@@ -14,11 +14,10 @@ import pandas as pd  # noqa: E402
 
 from copra.atomic import write_table  # noqa: E402
 from copra.plots import _save  # noqa: E402
-from copra.tables import PAIR_KIND, read_sequences, read_task_table  # noqa: E402
+from copra.tables import COMPLEX_KIND, PAIR_KIND, read_sequences, read_task_table  # noqa: E402
 
 log = logging.getLogger(__name__)
 COLUMNS = ["task", "section", "split", "name", "value"]
-COMPLEX_KIND = "complex_regression"
 
 
 def _groups(table: pd.DataFrame) -> pd.Series:

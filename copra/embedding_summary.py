@@ -19,10 +19,9 @@ from copra.atomic import write_table  # noqa: E402
 from copra.embed import read_embeddings  # noqa: E402
 from copra.errors import InputError  # noqa: E402
 from copra.plots import _save  # noqa: E402
-from copra.tables import PAIR_KIND  # noqa: E402
+from copra.tables import COMPLEX_KIND, PAIR_KIND  # noqa: E402
 
 COLUMNS = ["task", "name", "value"]
-COMPLEX_KIND = "complex_regression"
 REGRESSION_KINDS = ("sequence_regression", COMPLEX_KIND)
 SPLIT_ORDER = {"train": 0, "valid": 1, "test": 2}
 MOST_CLASSES = 8  # more classes than this: the rest are drawn as "other"

@@ -7,6 +7,7 @@ from copra.atomic import write_table
 from copra.targets import Targets
 
 PAIR_KIND = "pair_classification"
+COMPLEX_KIND = "complex_regression"
 
 
 def read_task_table(path, kind: str) -> pd.DataFrame:
