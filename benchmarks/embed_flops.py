@@ -64,16 +64,23 @@ def main(argv=None) -> int:
     matmul = _common.median(rates)
     dtype = "bfloat16" if device.type == "cuda" else "float32"
     rows = [
-        {"measure": "embedding forward", "median_s": round(_common.median(seconds), 2),
-         "gflop_per_s": round(embedding_rate / 1e9, 1)},
-        {"measure": f"{dtype} matmul {args.matmul_size}^3",
-         "median_s": round(2 * args.matmul_size**3 / matmul, 3),
-         "gflop_per_s": round(matmul / 1e9, 1)},
-    ]  # fmt: skip
+        {
+            "measure": "embedding forward",
+            "median_s": round(_common.median(seconds), 2),
+            "gflop_per_s": round(embedding_rate / 1e9, 1),
+        },
+        {
+            "measure": f"{dtype} matmul {args.matmul_size}^3",
+            "median_s": round(2 * args.matmul_size**3 / matmul, 3),
+            "gflop_per_s": round(matmul / 1e9, 1),
+        },
+    ]
     print(_common.format_table(rows))
     ratio = embedding_rate / matmul
-    print(f"embedding / matmul rate: {ratio:.2f} (target >= {TARGET}: "
-          f"{'met' if ratio >= TARGET else 'NOT met'})")  # fmt: skip
+    print(
+        f"embedding / matmul rate: {ratio:.2f} (target >= {TARGET}: "
+        f"{'met' if ratio >= TARGET else 'NOT met'})"
+    )
     print(f"residues per second: {residues / _common.median(seconds):.0f}")
     return 0
 

@@ -32,8 +32,15 @@ def copra_embed(args, fasta: Path, output: Path, cache: Path) -> None:
     from copra.embed import EmbeddingSettings, run_embed
 
     settings = EmbeddingSettings(device=args.device)
-    run_embed(args.model, "random", output, fasta=fasta, cache_dir=cache, settings=settings,
-              seed=args.seed)  # fmt: skip
+    run_embed(
+        args.model,
+        "random",
+        output,
+        fasta=fasta,
+        cache_dir=cache,
+        settings=settings,
+        seed=args.seed,
+    )
 
 
 def split_old_new(records, fraction: float, seed: int):
@@ -93,14 +100,19 @@ def main(argv=None) -> int:
     assert ids == full_ids == [name for name, _ in records]
     reference = _common.median(times[FULL])
     rows = [
-        {"run": name, "median_s": round(_common.median(t), 2),
-         "ratio_to_full": round(_common.median(t) / reference, 3)}
+        {
+            "run": name,
+            "median_s": round(_common.median(t), 2),
+            "ratio_to_full": round(_common.median(t) / reference, 3),
+        }
         for name, t in times.items()
-    ]  # fmt: skip
+    ]
     print(_common.format_table(rows))
     ratio = _common.median(times[INCREMENTAL]) / reference
-    print(f"incremental / full: {ratio:.3f} (target <= {TARGET}: "
-          f"{'met' if ratio <= TARGET else 'NOT met'})")  # fmt: skip
+    print(
+        f"incremental / full: {ratio:.3f} (target <= {TARGET}: "
+        f"{'met' if ratio <= TARGET else 'NOT met'})"
+    )
     print(f"max |incremental - full| over all vectors: {np.abs(full - incremental).max():.2e}")
     return 0
 

@@ -104,11 +104,14 @@ def compare(args, backbone, records, device) -> tuple[list[dict], float]:
     residues = sum(len(s) for _, s in records)
     reference = _common.median(totals["fair-esm extract.py"])
     rows = [
-        {"method": name, "median_s": round(_common.median(times), 2),
-         "residues_per_s": round(residues / _common.median(times)),
-         "speedup": round(reference / _common.median(times), 2)}
+        {
+            "method": name,
+            "median_s": round(_common.median(times), 2),
+            "residues_per_s": round(residues / _common.median(times)),
+            "speedup": round(reference / _common.median(times), 2),
+        }
         for name, times in totals.items()
-    ]  # fmt: skip
+    ]
     return rows, difference
 
 
@@ -187,11 +190,14 @@ def levers(args, backbone, records, device) -> list[dict]:
     residues = sum(len(s) for _, s in records)
     first = _common.median(next(iter(times.values())))
     return [
-        {"step": name, "median_s": round(_common.median(t), 2),
-         "residues_per_s": round(residues / _common.median(t)),
-         "speedup": round(first / _common.median(t), 2)}
+        {
+            "step": name,
+            "median_s": round(_common.median(t), 2),
+            "residues_per_s": round(residues / _common.median(t)),
+            "speedup": round(first / _common.median(t), 2),
+        }
         for name, t in times.items()
-    ]  # fmt: skip
+    ]
 
 
 def parse_args(argv) -> argparse.Namespace:

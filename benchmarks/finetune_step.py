@@ -331,12 +331,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not 0 <= args.progress <= 1:
         parser.error("--progress must lie in [0, 1]")
     if args.activation_checkpointing and "lora" + CHECKPOINTED not in args.methods:
-        args.methods.insert(args.methods.index("lora") + 1 if "lora" in args.methods else 0,
-                            "lora" + CHECKPOINTED)  # fmt: skip
+        args.methods.insert(
+            args.methods.index("lora") + 1 if "lora" in args.methods else 0, "lora" + CHECKPOINTED
+        )
     unknown = [m for m in args.methods if m.removesuffix(CHECKPOINTED) not in METHODS]
     if unknown or "full" not in args.methods or len(set(args.methods)) < len(args.methods):
-        parser.error(f"--methods: distinct names of {', '.join(METHODS)} (optionally "
-                     f"{CHECKPOINTED}), full among them; got {' '.join(args.methods)}")  # fmt: skip
+        parser.error(
+            f"--methods: distinct names of {', '.join(METHODS)} (optionally "
+            f"{CHECKPOINTED}), full among them; got {' '.join(args.methods)}"
+        )
     args.argv = argv
     return args
 

@@ -14,8 +14,16 @@ from safetensors.torch import load_file
 
 from copra.errors import InputError
 
-CONFIG_FIELDS = ("r", "lora_alpha", "target_modules", "layers_to_transform", "layers_pattern",
-                 "lora_dropout", "use_rslora", "base_model_name_or_path")  # fmt: skip
+CONFIG_FIELDS = (
+    "r",
+    "lora_alpha",
+    "target_modules",
+    "layers_to_transform",
+    "layers_pattern",
+    "lora_dropout",
+    "use_rslora",
+    "base_model_name_or_path",
+)
 
 
 @dataclass(frozen=True)

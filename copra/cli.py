@@ -77,8 +77,13 @@ def cmd_ingest(args):
     if args.kind == KIND:
         if not (args.structures and args.output_dir):
             raise InputError(f"--kind {KIND} needs --structures and --output-dir")
-        task = {"labels": args.labels, "structures": args.structures, "columns": columns,
-                "header": not args.no_header, "mutations": args.mutations}  # fmt: skip
+        task = {
+            "labels": args.labels,
+            "structures": args.structures,
+            "columns": columns,
+            "header": not args.no_header,
+            "mutations": args.mutations,
+        }
         run_ingest_complexes(task, args.output_dir, _settings(args, ComplexSettings))
         return
     if not (args.table and args.sequence_table):
@@ -120,8 +125,12 @@ def _embedding_backbone(args) -> tuple[str, str, dict]:
     model, weights = args.model, args.weights
     if model.endswith(".pt"):
         model, weights = Path(model).stem, model
-    shared = {"settings": _embedding_settings(args), "seed": args.seed,
-              "weights_dir": args.weights_dir, "download_url": args.download_url}  # fmt: skip
+    shared = {
+        "settings": _embedding_settings(args),
+        "seed": args.seed,
+        "weights_dir": args.weights_dir,
+        "download_url": args.download_url,
+    }
     return model, weights, shared
 
 
@@ -299,23 +308,44 @@ def cmd_plot_training(args):
 def cmd_data_summary(args):
     from copra.data_summary import run_data_summary
 
-    run_data_summary(args.task, args.table, args.sequences, args.output, args.figure,
-                     kind=args.kind, multilabel=args.multilabel,
-                     separator=args.label_separator)  # fmt: skip
+    run_data_summary(
+        args.task,
+        args.table,
+        args.sequences,
+        args.output,
+        args.figure,
+        kind=args.kind,
+        multilabel=args.multilabel,
+        separator=args.label_separator,
+    )
 
 
 def cmd_embedding_summary(args):
     from copra.embedding_summary import run_embedding_summary
 
-    run_embedding_summary(args.task, args.embeddings, args.table, args.output, args.figure,
-                          kind=args.kind, chains_path=args.chains)  # fmt: skip
+    run_embedding_summary(
+        args.task,
+        args.embeddings,
+        args.table,
+        args.output,
+        args.figure,
+        kind=args.kind,
+        chains_path=args.chains,
+    )
 
 
 def cmd_summary(args):
     from copra.summary import run_summary
 
-    run_summary(args.metrics, args.manifests, args.output, args.efficiency, args.comparison,
-                args.merging, args.pruning)  # fmt: skip
+    run_summary(
+        args.metrics,
+        args.manifests,
+        args.output,
+        args.efficiency,
+        args.comparison,
+        args.merging,
+        args.pruning,
+    )
 
 
 def cmd_reproduce(args):
@@ -325,8 +355,10 @@ def cmd_reproduce(args):
     if result.match:
         print(f"match: all {result.compared} metrics of {args.results} reproduced")
         return 0
-    print(f"MISMATCH: {len(result.differing)} of {result.compared} metrics differ "
-          f"(listed in {Path(args.workdir) / 'reproduce.tsv'}):")  # fmt: skip
+    print(
+        f"MISMATCH: {len(result.differing)} of {result.compared} metrics differ "
+        f"(listed in {Path(args.workdir) / 'reproduce.tsv'}):"
+    )
     print(result.differing.head(20).to_string(index=False))
     return 1
 
@@ -386,23 +418,43 @@ def cmd_merge_tasks(args):
 def cmd_shapley(args):
     from copra.shapley import ShapleySettings, run_shapley
 
-    run_shapley(args.run, args.table, args.sequences, args.output, task=args.task,
-                settings=_settings(args, ShapleySettings), **_model_kwargs(args))  # fmt: skip
+    run_shapley(
+        args.run,
+        args.table,
+        args.sequences,
+        args.output,
+        task=args.task,
+        settings=_settings(args, ShapleySettings),
+        **_model_kwargs(args),
+    )
 
 
 def cmd_pruning(args):
     from copra.pruning import PruningSettings, run_pruning
 
-    run_pruning(args.run, args.table, args.sequences, args.output, task=args.task,
-                shapley_path=args.shapley, settings=_settings(args, PruningSettings),
-                **_model_kwargs(args))  # fmt: skip
+    run_pruning(
+        args.run,
+        args.table,
+        args.sequences,
+        args.output,
+        task=args.task,
+        shapley_path=args.shapley,
+        settings=_settings(args, PruningSettings),
+        **_model_kwargs(args),
+    )
 
 
 def cmd_prune(args):
     from copra.pruning import prune_adapter
 
-    prune_adapter(args.adapter, args.output, scheme=args.scheme, amount=args.amount,
-                  seed=args.seed, shapley_path=args.shapley)  # fmt: skip
+    prune_adapter(
+        args.adapter,
+        args.output,
+        scheme=args.scheme,
+        amount=args.amount,
+        seed=args.seed,
+        shapley_path=args.shapley,
+    )
 
 
 def cmd_gather(args):
@@ -512,8 +564,12 @@ def _merge_options(parser):
 
     _model_options(parser, seed_flag="--model-seed")
     _add_settings(parser, MergeSettings)
-    parser.add_argument("--combinations", nargs="+", choices=COMBINATIONS,
-                        default=config.default("merging.combinations"))  # fmt: skip
+    parser.add_argument(
+        "--combinations",
+        nargs="+",
+        choices=COMBINATIONS,
+        default=config.default("merging.combinations"),
+    )
     parser.add_argument("--output", required=True)
     parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
 
@@ -682,8 +738,13 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge-tasks", help="merge one adapter per task into one backbone")
     _merge_options(p)
-    p.add_argument("--task", nargs=4, action="append", required=True,
-                   metavar=("NAME", "RUN", "TABLE", "SEQUENCES"))  # fmt: skip
+    p.add_argument(
+        "--task",
+        nargs=4,
+        action="append",
+        required=True,
+        metavar=("NAME", "RUN", "TABLE", "SEQUENCES"),
+    )
     p.add_argument("--weight", type=float, default=config.default("merging.multitask_weight"))
     p.set_defaults(func=cmd_merge_tasks)
 

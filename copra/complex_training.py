@@ -269,8 +269,13 @@ def fold_plan(table: pd.DataFrame, folds: int) -> list[dict[str, list[str]]]:
     plan = []
     for k in range(folds):
         test, valid = table.fold == k, table.fold == (k + 1) % folds
-        plan.append({"train": table.id[~test & ~valid].tolist(), "valid": table.id[valid].tolist(),
-                     "test": table.id[test].tolist()})  # fmt: skip
+        plan.append(
+            {
+                "train": table.id[~test & ~valid].tolist(),
+                "valid": table.id[valid].tolist(),
+                "test": table.id[test].tolist(),
+            }
+        )
     return plan
 
 
@@ -287,9 +292,14 @@ def score_mutations(model, inputs, mutations: pd.DataFrame, chains, device, batc
     ]
     both = predict(model, wild + mutant, batch_size, device)
     return pd.DataFrame(
-        {"id": variants.id, "mutation": variants.mutation, "ddg": variants.ddg,
-         "wild": both[: len(wild)], "mutant": both[len(wild) :]}
-    ).reset_index()  # fmt: skip
+        {
+            "id": variants.id,
+            "mutation": variants.mutation,
+            "ddg": variants.ddg,
+            "wild": both[: len(wild)],
+            "mutant": both[len(wild) :],
+        }
+    ).reset_index()
 
 
 @dataclass
@@ -332,9 +342,12 @@ def cross_validate(run: FoldRun, table, inputs, mutations, chains, folds: int, s
         y, got = np.array(test).T
         results.fold_metrics.append({"fold": k, **compute_metrics(y, got[:, None], targets)})
         results.states.update(
-            {f"fold{k}.{n}": p.detach().cpu().contiguous()
-             for n, p in model.named_parameters() if p.requires_grad}
-        )  # fmt: skip
+            {
+                f"fold{k}.{n}": p.detach().cpu().contiguous()
+                for n, p in model.named_parameters()
+                if p.requires_grad
+            }
+        )
         log.info("fold %d: test %s", k, results.fold_metrics[-1])
     return results
 
@@ -379,8 +392,11 @@ def run_complex(
     results = cross_validate(run, table, inputs, mutations, chains, folds, seed)
     write_outputs(out_dir, results, table)
     device = pick_device(settings.device)
-    backbone = run.cached.metadata if run.cached else {
-        "name": run.backbone.name, "weights": run.backbone.weights_id}  # fmt: skip
+    backbone = (
+        run.cached.metadata
+        if run.cached
+        else {"name": run.backbone.name, "weights": run.backbone.weights_id}
+    )
     inputs = [data_dir / f"{name}.tsv" for name in DATA_FILES]
     write_manifest(
         out_dir / "manifest.json",
@@ -415,9 +431,15 @@ def write_outputs(out_dir: Path, results: CrossValidation, table) -> None:
     if results.mutations:
         mutations = pd.concat(results.mutations, ignore_index=True)
     mutations["ddg_predicted"] = mutations["mutant"] - mutations["wild"]
-    ddg = pd.DataFrame({"id": mutations.id + " " + mutations.mutation, "split": "ddg",
-                        "fold": mutations.fold, "label": mutations.ddg,
-                        "prediction": mutations.ddg_predicted})  # fmt: skip
+    ddg = pd.DataFrame(
+        {
+            "id": mutations.id + " " + mutations.mutation,
+            "split": "ddg",
+            "fold": mutations.fold,
+            "label": mutations.ddg,
+            "prediction": mutations.ddg_predicted,
+        }
+    )
     folds = pd.DataFrame(
         results.histories,
         columns=["fold", "epoch", "step", "train_loss", "valid_loss", "valid_spearman"],

@@ -25,10 +25,30 @@ from copra.tables import COMPLEX_KIND
 log = logging.getLogger(__name__)
 KIND = COMPLEX_KIND
 SUFFIXES = (".pdb", ".cif", ".ent")
-TABLE_COLUMNS = ["id", "file", "protein_chains", "rna_chains", "label", "split", "fold", "tokens",
-                 "interface", "gaps"]  # fmt: skip
-MUTATION_COLUMNS = ["variant", "id", "mutation", "chain", "kind", "position", "wild", "mutant",
-                    "ddg", "line"]  # fmt: skip
+TABLE_COLUMNS = [
+    "id",
+    "file",
+    "protein_chains",
+    "rna_chains",
+    "label",
+    "split",
+    "fold",
+    "tokens",
+    "interface",
+    "gaps",
+]
+MUTATION_COLUMNS = [
+    "variant",
+    "id",
+    "mutation",
+    "chain",
+    "kind",
+    "position",
+    "wild",
+    "mutant",
+    "ddg",
+    "line",
+]
 MUTATION = re.compile(
     r"^(?P<chain>[^:\s]+):(?P<wild>[A-Z])(?P<number>-?\d+[A-Za-z]?)(?P<mutant>[A-Z])$"
 )
@@ -122,8 +142,9 @@ def _one_complex(name, row, found, structures, settings, path):
     chains, patches = [], []
     for cid in (*proteins, *rnas):
         chain = structure.chains[cid]
-        chains.append((name, cid, chain.kind, sequence_hash(chain.sequence), chain.sequence,
-                       len(chain.gaps)))  # fmt: skip
+        chains.append(
+            (name, cid, chain.kind, sequence_hash(chain.sequence), chain.sequence, len(chain.gaps))
+        )
     position = {
         (cid, rid): (i, structure.chains[cid])
         for cid in (*proteins, *rnas)
@@ -133,11 +154,17 @@ def _one_complex(name, row, found, structures, settings, path):
         i, chain = position[(cid, rid)]
         patches.append((name, cid, chain.kind, rid, i, chain.sequence[i], *chain.coords[i]))
     record = (
-        name, structure.path.name, ",".join(proteins), ",".join(rnas),
-        _label(row[found["label"]], path, line), len(patch), len(contacts.residues),
-        sum(len(structure.chains[c].gaps) for c in (*proteins, *rnas)), line,
+        name,
+        structure.path.name,
+        ",".join(proteins),
+        ",".join(rnas),
+        _label(row[found["label"]], path, line),
+        len(patch),
+        len(contacts.residues),
+        sum(len(structure.chains[c].gaps) for c in (*proteins, *rnas)),
+        line,
         row[found["split"]].strip().lower() if "split" in found else "",
-    )  # fmt: skip
+    )
     return record, chains, patches, chain_fasta(structure, [*proteins, *rnas]), structure
 
 
@@ -183,8 +210,12 @@ def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, parsed: 
         where = {"path": path, "line": row["_line"]}
         name = row["pdb"].strip()
         if name in skipped:
-            log.warning("leaving out mutation %s (line %d): complex %s was skipped",
-                        row["mutation"].strip(), row["_line"], name)  # fmt: skip
+            log.warning(
+                "leaving out mutation %s (line %d): complex %s was skipped",
+                row["mutation"].strip(),
+                row["_line"],
+                name,
+            )
             continue
         if name not in known:
             raise InputError(f"complex {name!r} is not in the task's label table", **where)
@@ -211,8 +242,20 @@ def read_mutations(path, complexes: pd.DataFrame, chains: pd.DataFrame, parsed: 
             alphabet = "ACGU" if chain.kind == "rna" else "ACDEFGHIKLMNPQRSTVWY"
             if mutant not in alphabet:
                 raise InputError(f"mutant {mutant!r} is not one of {alphabet}", **where)
-            rows.append((variant, name, row["mutation"].strip(), chain_id, chain.kind, index,
-                         wild, mutant, ddg, row["_line"]))  # fmt: skip
+            rows.append(
+                (
+                    variant,
+                    name,
+                    row["mutation"].strip(),
+                    chain_id,
+                    chain.kind,
+                    index,
+                    wild,
+                    mutant,
+                    ddg,
+                    row["_line"],
+                )
+            )
     return pd.DataFrame(rows, columns=MUTATION_COLUMNS)
 
 
@@ -340,7 +383,10 @@ def run_ingest_complexes(task: dict, out_dir, settings: ComplexSettings) -> Inge
     write_fasta(out_dir / "chains.fasta", ingested.fasta)
     log.info(
         "%d complexes ingested (%d skipped), %d tokens, %d protein sequences, %d mutations",
-        len(ingested.table), len(ingested.skipped), len(ingested.patches),
-        len(ingested.sequences), ingested.mutations.variant.nunique(),
-    )  # fmt: skip
+        len(ingested.table),
+        len(ingested.skipped),
+        len(ingested.patches),
+        len(ingested.sequences),
+        ingested.mutations.variant.nunique(),
+    )
     return ingested

@@ -31,8 +31,9 @@ def _hash_columns(kind: str) -> list[str]:
     return ["hash_a", "hash_b"] if kind == PAIR_KIND else ["seq_hash"]
 
 
-def summarize(table: pd.DataFrame, lengths: dict[str, int], kind: str, multilabel: bool,
-              separator: str) -> list[tuple]:  # fmt: skip
+def summarize(
+    table: pd.DataFrame, lengths: dict[str, int], kind: str, multilabel: bool, separator: str
+) -> list[tuple]:
     """(section, split, name, value) rows: sizes, labels, lengths and cross-split duplicates."""
     rows = []
     groups = _groups(table)
@@ -43,8 +44,10 @@ def summarize(table: pd.DataFrame, lengths: dict[str, int], kind: str, multilabe
         rows.append(("size", split, "rows", len(part)))
         if regression:
             values = part.label.astype(float).describe()
-            rows += [("label", split, stat, float(values[stat]))
-                     for stat in ("mean", "std", "min", "max")]  # fmt: skip
+            rows += [
+                ("label", split, stat, float(values[stat]))
+                for stat in ("mean", "std", "min", "max")
+            ]
         else:
             labels = part.label.astype(str)
             if multilabel:
@@ -53,8 +56,10 @@ def summarize(table: pd.DataFrame, lengths: dict[str, int], kind: str, multilabe
         if lengths:
             hashes = pd.concat([part[c] for c in _hash_columns(kind)])
             described = hashes.map(lengths).describe()
-            rows += [("length", split, stat, float(described[stat]))
-                     for stat in ("min", "50%", "mean", "max")]  # fmt: skip
+            rows += [
+                ("length", split, stat, float(described[stat]))
+                for stat in ("min", "50%", "mean", "max")
+            ]
     return rows
 
 
@@ -65,14 +70,27 @@ def cross_split_duplicates(table: pd.DataFrame, kind: str) -> list[tuple]:
     keys = table[_hash_columns(kind)].apply(frozenset, axis=1)
     train = set(keys[table.split == "train"])
     return [
-        ("duplicates", split, "rows duplicating a training sequence",
-         int(keys[table.split == split].isin(train).sum()))
+        (
+            "duplicates",
+            split,
+            "rows duplicating a training sequence",
+            int(keys[table.split == split].isin(train).sum()),
+        )
         for split in ("valid", "test")
-    ]  # fmt: skip
+    ]
 
 
-def run_data_summary(task: str, table_path, sequences_path, output, figure, *, kind: str,
-                     multilabel: bool = False, separator: str = ";") -> pd.DataFrame:  # fmt: skip
+def run_data_summary(
+    task: str,
+    table_path,
+    sequences_path,
+    output,
+    figure,
+    *,
+    kind: str,
+    multilabel: bool = False,
+    separator: str = ";",
+) -> pd.DataFrame:
     """summary.tsv and a figure of one task's data; logs a warning per duplicated split."""
     table = read_task_table(table_path, "sequence_regression" if kind == COMPLEX_KIND else kind)
     lengths = {}  # complex tasks: their rows are complexes, not sequences
@@ -84,8 +102,10 @@ def run_data_summary(task: str, table_path, sequences_path, output, figure, *, k
         if value:
             log.warning(
                 "%s: %d %s rows duplicate a training sequence (pairs: both sequences)",
-                task, value, split,
-            )  # fmt: skip
+                task,
+                value,
+                split,
+            )
     frame = pd.DataFrame([(task, *row) for row in rows], columns=COLUMNS)
     write_table(output, frame)
     plot_data_summary(frame, figure)

@@ -146,8 +146,12 @@ def _complex(rng, name: str):
     decorated = rng.random() < 0.4
     if decorated:
         parts["D"] = (_sequence(rng, int(rng.integers(10, 17)), 0.2), 1)
-    placement = {"A": (np.eye(3), [0, 0, 0]), "B": (turn, [gap, 0, shift]),
-                 "C": (turn, [gap + gap_c, 0, shift]), "D": (np.eye(3), [-30, 0, 0])}  # fmt: skip
+    placement = {
+        "A": (np.eye(3), [0, 0, 0]),
+        "B": (turn, [gap, 0, shift]),
+        "C": (turn, [gap + gap_c, 0, shift]),
+        "D": (np.eye(3), [-30, 0, 0]),
+    }
     coords = {}
     for cid, (letters, _) in parts.items():
         local = _strand(letters) if cid == "B" else _helix(len(letters))

@@ -346,9 +346,15 @@ def run_embed_shard(
     cache = EmbeddingCache(cache_dir, cache_key(backbone, settings))
     cached = len(cache.lookup(mine))
     embed_unique(backbone, mine, settings, cache_dir, dict(zip(mine, mine, strict=True)))
-    record = {"shard": shard, "shards": shards, "sequences": len(mine), "cached": cached,
-              "computed": len(mine) - cached, "residues": sum(map(len, mine.values())),
-              "cache": str(cache.folder)}  # fmt: skip
+    record = {
+        "shard": shard,
+        "shards": shards,
+        "sequences": len(mine),
+        "cached": cached,
+        "computed": len(mine) - cached,
+        "residues": sum(map(len, mine.values())),
+        "cache": str(cache.folder),
+    }
     with atomic_path(output, suffix=".json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
 

@@ -78,8 +78,9 @@ def summarize_embeddings(ids, vectors, metadata: dict) -> list[tuple[str, object
     return rows
 
 
-def run_embedding_summary(task: str, embeddings_path, table_path, output, figure, *,
-                          kind: str, chains_path=None) -> pd.DataFrame:  # fmt: skip
+def run_embedding_summary(
+    task: str, embeddings_path, table_path, output, figure, *, kind: str, chains_path=None
+) -> pd.DataFrame:
     """embedding_summary.tsv and the PCA map of one task's embeddings."""
     ids, vectors, metadata = read_embeddings(embeddings_path)
     table = pd.read_csv(table_path, sep="\t", dtype=str)
@@ -101,8 +102,9 @@ def _legend_order(group: str) -> tuple:
     return (group == "other", SPLIT_ORDER.get(group, len(SPLIT_ORDER)), group)
 
 
-def plot_embedding_map(task, coordinates, variance, colours: pd.Series, kind: str,
-                       metadata: dict, output) -> None:  # fmt: skip
+def plot_embedding_map(
+    task, coordinates, variance, colours: pd.Series, kind: str, metadata: dict, output
+) -> None:
     """The sequences on the first two principal components, coloured as `sequence_colours`."""
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     x, y = coordinates[:, 0], coordinates[:, 1]
@@ -110,8 +112,13 @@ def plot_embedding_map(task, coordinates, variance, colours: pd.Series, kind: st
     if unlabelled.any():
         ax.scatter(x[unlabelled], y[unlabelled], s=10, color="lightgrey", label="no label")
     if kind in REGRESSION_KINDS:
-        points = ax.scatter(x[~unlabelled], y[~unlabelled], s=12, cmap="viridis",
-                            c=colours[~unlabelled].astype(float))  # fmt: skip
+        points = ax.scatter(
+            x[~unlabelled],
+            y[~unlabelled],
+            s=12,
+            cmap="viridis",
+            c=colours[~unlabelled].astype(float),
+        )
         unit = " dG (kcal/mol)" if kind == COMPLEX_KIND else ""
         fig.colorbar(points, ax=ax, label=f"label{unit}")
     else:
@@ -125,8 +132,14 @@ def plot_embedding_map(task, coordinates, variance, colours: pd.Series, kind: st
         ax.legend(fontsize=7)
     elif kind not in REGRESSION_KINDS:
         title = "split (first seen)" if kind == PAIR_KIND else None
-        ax.legend(fontsize=7, title=title, title_fontsize=7, loc="upper left",
-                  bbox_to_anchor=(1.02, 1), borderaxespad=0)  # fmt: skip
+        ax.legend(
+            fontsize=7,
+            title=title,
+            title_fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1),
+            borderaxespad=0,
+        )
     ax.set_xlabel(f"PC1 ({variance[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({variance[1]:.0%} of variance)")
     source = f"{metadata.get('model', '?')}, layer {metadata.get('layer', '?')}"

@@ -86,13 +86,19 @@ def representation(model, tokens: torch.Tensor, layer: int) -> torch.Tensor:
     return model(tokens, repr_layers=[layer])["representations"][layer]
 
 
-def fused_block_forward(block: TransformerLayer, x: torch.Tensor, self_attn_mask=None,
-                        self_attn_padding_mask=None, need_head_weights=False):  # fmt: skip
+def fused_block_forward(
+    block: TransformerLayer,
+    x: torch.Tensor,
+    self_attn_mask=None,
+    self_attn_padding_mask=None,
+    need_head_weights=False,
+):
     """fair-esm's `TransformerLayer.forward` (x as (T, B, E)) through `fast_layer`, for training
     and evaluation alike; asked for attention weights or an attention mask, fair-esm's own."""
     if need_head_weights or self_attn_mask is not None:
-        return type(block).forward(block, x, self_attn_mask, self_attn_padding_mask,
-                                   need_head_weights)  # fmt: skip
+        return type(block).forward(
+            block, x, self_attn_mask, self_attn_padding_mask, need_head_weights
+        )
     out = fast_layer(block, x.transpose(0, 1), self_attn_padding_mask).transpose(0, 1)
     return out, None
 

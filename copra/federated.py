@@ -40,8 +40,17 @@ from copra.provenance import write_manifest
 from copra.targets import Targets
 
 log = logging.getLogger(__name__)
-COLUMNS = ["task", "method", "partition", "aggregation", "clients", "round", "split", "metric",
-           "value"]  # fmt: skip
+COLUMNS = [
+    "task",
+    "method",
+    "partition",
+    "aggregation",
+    "clients",
+    "round",
+    "split",
+    "metric",
+    "value",
+]
 METHODS = ("lora", "copra")
 PARTITIONS = ("iid", "dirichlet")
 AGGREGATIONS = ("fedavg", "exact", "ffa")
@@ -286,8 +295,10 @@ class Federation:
         rows = self.rows(aggregation, 0, self.evaluate(trainers[0]))
         desc = f"{self.task} {self.method} {aggregation}"
         for round_ in tqdm(range(1, self.rounds + 1), desc=desc, mininterval=10):
-            states = [self.local_training(t, data, state, layout.names)
-                      for t, data in zip(trainers, self.clients, strict=True)]  # fmt: skip
+            states = [
+                self.local_training(t, data, state, layout.names)
+                for t, data in zip(trainers, self.clients, strict=True)
+            ]
             state = aggregate(aggregation, states, self.weights, layout, state)
             model.load_state_dict(state, strict=False)
             error = aggregation_error(states, self.weights, state, layout)
@@ -295,8 +306,14 @@ class Federation:
             rows += self.rows(aggregation, round_, {"aggregate": {"aggregation_error": error}})
             rows += self.rows(aggregation, round_, scores)
             valid = ", ".join(f"{k} {v:.4f}" for k, v in scores["valid"].items())
-            log.info("%s round %d/%d: valid %s, aggregation error %.3g",
-                     aggregation, round_, self.rounds, valid, error)  # fmt: skip
+            log.info(
+                "%s round %d/%d: valid %s, aggregation error %.3g",
+                aggregation,
+                round_,
+                self.rounds,
+                valid,
+                error,
+            )
         return rows
 
 
@@ -352,24 +369,45 @@ def run_federated(
     `settings.max_epochs` and `patience` do not apply: clients train `local_epochs` per round.
     """
     started = time.time()
-    counts = {"clients": clients, "rounds": rounds, "local_epochs": local_epochs,
-              "dirichlet_alpha": dirichlet_alpha}  # fmt: skip
+    counts = {
+        "clients": clients,
+        "rounds": rounds,
+        "local_epochs": local_epochs,
+        "dirichlet_alpha": dirichlet_alpha,
+    }
     check_choices(method, partition, aggregations, counts)
     settings, lora, layer_drop, head = training_defaults(settings, lora, layer_drop, head)
     table, sequences, targets = read_training_task(
         table_path, sequences_path, kind, multilabel, label_separator
     )
-    data = {s: task_data(table[table.split == s], sequences, kind, targets)
-            for s in ("train", *SPLITS)}  # fmt: skip
+    data = {
+        s: task_data(table[table.split == s], sequences, kind, targets) for s in ("train", *SPLITS)
+    }
     classes = row_classes(table[table.split == "train"]["label"], targets)
     parts = partition_clients(classes, clients, partition, dirichlet_alpha, seed)
-    backbone = {"name": model_name, "weights": weights, "seed": model_seed,
-                "weights_dir": weights_dir}  # fmt: skip
+    backbone = {
+        "name": model_name,
+        "weights": weights,
+        "seed": model_seed,
+        "weights_dir": weights_dir,
+    }
     federation = Federation(
-        task, kind, method, partition, targets, settings, lora, layer_drop, head, backbone, seed,
-        rounds, local_epochs, [subset(data["train"], rows) for rows in parts],
+        task,
+        kind,
+        method,
+        partition,
+        targets,
+        settings,
+        lora,
+        layer_drop,
+        head,
+        backbone,
+        seed,
+        rounds,
+        local_epochs,
+        [subset(data["train"], rows) for rows in parts],
         {s: data[s] for s in SPLITS},
-    )  # fmt: skip
+    )
     rows = [row for aggregation in aggregations for row in federation.run(aggregation)]
     result = pd.DataFrame(rows, columns=COLUMNS)
     output = Path(output)

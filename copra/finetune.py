@@ -273,8 +273,12 @@ class Trainer:
                 self.best_state = self.trainable_state()
             log.info(
                 "epoch %d: train loss %.4f, valid loss %.4f, valid %s %.4f",
-                self.epoch, train_loss, valid_loss, self.targets.primary_metric, value,
-            )  # fmt: skip
+                self.epoch,
+                train_loss,
+                valid_loss,
+                self.targets.primary_metric,
+                value,
+            )
             self.save(checkpoint)
         best = check_converged(self.best_state, "finetune.learning_rate (full_learning_rate)")
         self.model.load_state_dict(best, strict=False)
@@ -345,8 +349,12 @@ def save_weights(model: ProteinModel, method: str, out_dir: Path) -> None:
 def training_defaults(settings, lora, layer_drop, head):
     """The settings of a training run, each taking the schema's defaults when not given."""
     head = head or {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
-    return (settings or FinetuneSettings(), lora or LoraSettings(),
-            layer_drop or LayerDropSettings(), head)  # fmt: skip
+    return (
+        settings or FinetuneSettings(),
+        lora or LoraSettings(),
+        layer_drop or LayerDropSettings(),
+        head,
+    )
 
 
 def read_training_task(table_path, sequences_path, kind, multilabel, label_separator):

@@ -47,8 +47,9 @@ def drawn_texts(fig) -> list[Text]:
 def overlapping_texts(fig) -> list[tuple[str, str]]:
     """Pairs of drawn texts of `fig` whose boxes overlap (by more than a sliver)."""
     renderer = fig.canvas.get_renderer()
-    boxes = [(t.get_text(), t.get_window_extent(renderer).expanded(0.98, 0.9))
-             for t in drawn_texts(fig)]  # fmt: skip
+    boxes = [
+        (t.get_text(), t.get_window_extent(renderer).expanded(0.98, 0.9)) for t in drawn_texts(fig)
+    ]
     return [
         (a, b)
         for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2)
@@ -73,8 +74,15 @@ def method_colour(method: str) -> str:
 
 def _figure_legend(fig, handles, title=None) -> None:
     """One legend for the whole figure, right of its panels."""
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               title=title, title_fontsize=8, frameon=False)  # fmt: skip
+    fig.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        title=title,
+        title_fontsize=8,
+        frameon=False,
+    )
 
 
 def _method_handles(methods, **style) -> list[Line2D]:
@@ -82,8 +90,9 @@ def _method_handles(methods, **style) -> list[Line2D]:
 
 
 def _panels(count: int, rows: int = 1):
-    fig, axes = plt.subplots(rows, max(count, 1), figsize=(3.4 * max(count, 1), 3.2 * rows),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        rows, max(count, 1), figsize=(3.4 * max(count, 1), 3.2 * rows), squeeze=False
+    )
     return fig, axes
 
 
@@ -117,8 +126,13 @@ def plot_metrics(metrics_path, output, split: str = "test") -> None:
         metric = part.metric.iloc[0]
         summary = seed_summary(part[part.metric == metric])
         errors = [summary.value - summary.low, summary.high - summary.value]
-        ax.bar(summary.index, summary.value, yerr=errors, capsize=4,
-               color=[method_colour(m) for m in summary.index])  # fmt: skip
+        ax.bar(
+            summary.index,
+            summary.value,
+            yerr=errors,
+            capsize=4,
+            color=[method_colour(m) for m in summary.index],
+        )
         seeds = summary.seeds.max()
         interval = f"95% CI over {seeds} seeds" if seeds > 1 else "bootstrap 95% CI"
         ax.set_title(f"{task}\n({interval})", fontsize=9)
@@ -170,21 +184,34 @@ def plot_lmc(curve_path, output, split: str = "test") -> None:
     curve = pd.read_csv(curve_path, sep="\t")
     curve = curve[(curve.split == split) & (curve.metric != "loss")]
     tasks, methods = sorted(curve.task.unique()), _ordered(curve.method.unique())
-    fig, axes = plt.subplots(len(tasks), len(methods), figsize=(3.6 * len(methods), 3 * len(tasks)),
-                             squeeze=False, sharey="row")  # fmt: skip
+    fig, axes = plt.subplots(
+        len(tasks),
+        len(methods),
+        figsize=(3.6 * len(methods), 3 * len(tasks)),
+        squeeze=False,
+        sharey="row",
+    )
     for row, task in enumerate(tasks):
         for column, method in enumerate(methods):
             ax = axes[row][column]
             part = curve[(curve.task == task) & (curve.method == method)]
             for path, style in LMC_PATHS.items():
                 line = part[part.path == path].sort_values("alpha")
-                ax.plot(line.alpha, line.value, style, marker="o", markersize=3,
-                        color=method_colour(method))  # fmt: skip
+                ax.plot(
+                    line.alpha,
+                    line.value,
+                    style,
+                    marker="o",
+                    markersize=3,
+                    color=method_colour(method),
+                )
             ax.set_title(f"{task}: {method}", fontsize=10)
             ax.set_xlabel("alpha (seed a -> seed b)")
             ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
-    paths = [Line2D([], [], color="grey", linestyle=style, marker="o", markersize=3, label=path)
-             for path, style in LMC_PATHS.items()]  # fmt: skip
+    paths = [
+        Line2D([], [], color="grey", linestyle=style, marker="o", markersize=3, label=path)
+        for path, style in LMC_PATHS.items()
+    ]
     _figure_legend(fig, paths, title="interpolated")
     _save(fig, output)
 
@@ -195,8 +222,9 @@ def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
     table = table[(table.split == split) & (table.metric != "loss")]
     for task, part in table.groupby("task"):
         panels = list(dict.fromkeys(zip(part["merge"], part.weights, strict=True)))
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False,
-                                 sharey=True)  # fmt: skip
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, sharey=True
+        )
         for ax, (merge, weights) in zip(axes[0], panels, strict=True):
             panel = part[(part["merge"] == merge) & (part.weights == weights)]
             methods = _ordered(panel.method.unique())
@@ -225,17 +253,26 @@ def plot_federated(table: pd.DataFrame, output, split: str = "test") -> None:
     table = table[(table.split == split) & (table.metric != "loss")]
     panels = list(dict.fromkeys(zip(table.task, table.partition, strict=True)))
     aggregations = list(dict.fromkeys(table.aggregation))
-    fig, axes = plt.subplots(len(panels), len(aggregations), squeeze=False, sharey="row",
-                             figsize=(3.4 * len(aggregations), 2.8 * len(panels)))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(panels),
+        len(aggregations),
+        squeeze=False,
+        sharey="row",
+        figsize=(3.4 * len(aggregations), 2.8 * len(panels)),
+    )
     for row, (task, partition) in enumerate(panels):
         for column, aggregation in enumerate(aggregations):
             ax = axes[row][column]
-            part = table[(table.task == task) & (table.partition == partition)
-                         & (table.aggregation == aggregation)]  # fmt: skip
+            part = table[
+                (table.task == task)
+                & (table.partition == partition)
+                & (table.aggregation == aggregation)
+            ]
             for method in _ordered(part.method.unique()):
                 line = part[part.method == method].sort_values("round")
-                ax.plot(line["round"], line.value, marker="o", markersize=3,
-                        color=method_colour(method))  # fmt: skip
+                ax.plot(
+                    line["round"], line.value, marker="o", markersize=3, color=method_colour(method)
+                )
             clients = part.clients.iloc[0] if len(part) else "?"
             ax.set_title(f"{task}, {partition}, {clients} clients: {aggregation}", fontsize=9)
             ax.set_xlabel("round (0: before training)")
@@ -264,10 +301,10 @@ def plot_shapley(table: pd.DataFrame, output) -> None:
         for k, method in enumerate(methods):
             rows = per_player[per_player.method == method].set_index("player").loc[players]
             x = np.arange(len(players)) + (k - (len(methods) - 1) / 2) * width
-            ax.bar(x, rows.shapley, width, yerr=rows.stderr, capsize=2,
-                   color=method_colour(method))  # fmt: skip
-        ax.set_xticks(np.arange(len(players)), players, fontsize=7,
-                      rotation=60 if len(players) > 12 else 0)  # fmt: skip
+            ax.bar(x, rows.shapley, width, yerr=rows.stderr, capsize=2, color=method_colour(method))
+        ax.set_xticks(
+            np.arange(len(players)), players, fontsize=7, rotation=60 if len(players) > 12 else 0
+        )
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xlabel("layer" if part.module.eq("all").all() else "layer:module")
         ax.set_ylabel(f"Shapley value (valid {part.value.iloc[0]})")
@@ -278,11 +315,21 @@ def plot_shapley(table: pd.DataFrame, output) -> None:
 
 RANKED_STYLES = {"lowest_shapley": "-", "lowest_norm": "--", "random": ":"}
 MAGNITUDE_STYLES = {"magnitude_dw": "-", "magnitude_ab": "--"}
-PRUNING_STYLE_LABELS = {"-": "lowest Shapley first / dW entries",
-                        "--": "lowest norm first / A and B entries",
-                        ":": "random layers"}  # fmt: skip
-STRUCTURED_ORDER = ["none", "every_other", "keep_low", "keep_middle", "keep_high", "keep_q",
-                    "keep_k", "keep_v"]  # fmt: skip
+PRUNING_STYLE_LABELS = {
+    "-": "lowest Shapley first / dW entries",
+    "--": "lowest norm first / A and B entries",
+    ":": "random layers",
+}
+STRUCTURED_ORDER = [
+    "none",
+    "every_other",
+    "keep_low",
+    "keep_middle",
+    "keep_high",
+    "keep_q",
+    "keep_k",
+    "keep_v",
+]
 
 
 def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
@@ -293,8 +340,9 @@ def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
         ["task", "method", "scheme", "amount", "metric"], as_index=False
     ).value.mean()
     tasks = sorted(table.task.unique())
-    fig, axes = plt.subplots(len(tasks), 3, figsize=(13, 3.2 * len(tasks)), squeeze=False,
-                             sharey="row")  # fmt: skip
+    fig, axes = plt.subplots(
+        len(tasks), 3, figsize=(13, 3.2 * len(tasks)), squeeze=False, sharey="row"
+    )
     for row, task in enumerate(tasks):
         part = table[table.task == task]
         metric = part.metric.iloc[0]
@@ -320,8 +368,10 @@ def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
         for column, title in enumerate(("layer removal", "magnitude pruning", "structured")):
             axes[row][column].set_title(f"{task}: {title}", fontsize=10)
         axes[row][0].set_ylabel(f"{split} {metric}")
-    styles = [Line2D([], [], color="grey", linestyle=style, label=label)
-              for style, label in PRUNING_STYLE_LABELS.items()]  # fmt: skip
+    styles = [
+        Line2D([], [], color="grey", linestyle=style, label=label)
+        for style, label in PRUNING_STYLE_LABELS.items()
+    ]
     _figure_legend(fig, [*_method_handles(table.method.unique(), marker="."), *styles])
     _save(fig, output)
 
@@ -342,10 +392,15 @@ def plot_complexes(prediction_paths, output) -> None:
     Out-of-fold predictions against the measured values."""
     table = read_run_predictions(prediction_paths).dropna(subset=["label"])
     methods = _ordered(table.method.unique())
-    rows = [(task, split) for task in sorted(table.task.unique()) for split in ("test", "ddg")
-            if (table[table.task == task].split == split).sum() > 1]  # fmt: skip
-    fig, axes = plt.subplots(len(rows), len(methods), figsize=(3.6 * len(methods), 3.4 * len(rows)),
-                             squeeze=False)  # fmt: skip
+    rows = [
+        (task, split)
+        for task in sorted(table.task.unique())
+        for split in ("test", "ddg")
+        if (table[table.task == task].split == split).sum() > 1
+    ]
+    fig, axes = plt.subplots(
+        len(rows), len(methods), figsize=(3.6 * len(methods), 3.4 * len(rows)), squeeze=False
+    )
     for (task, split), line in zip(rows, axes, strict=True):
         name = "dG" if split == "test" else "ddG"
         for ax, method in zip(line, methods, strict=True):

@@ -55,8 +55,10 @@ class ProteinModel(nn.Module):
             return self.head(self.pooled(tokens).float())
         # Both proteins of every pair in one pass of the shared backbone.
         width = max(tokens.shape[1], tokens_b.shape[1])
-        padded = [pad(t, (0, width - t.shape[1]), value=self.alphabet.padding_idx)
-                  for t in (tokens, tokens_b)]  # fmt: skip
+        padded = [
+            pad(t, (0, width - t.shape[1]), value=self.alphabet.padding_idx)
+            for t in (tokens, tokens_b)
+        ]
         pooled_a, pooled_b = self.pooled(torch.cat(padded)).chunk(2)
         return self.head(combine_pair(pooled_a, pooled_b, self.pair_combination).float())
 

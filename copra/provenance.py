@@ -49,11 +49,29 @@ def git_commit() -> str | None:
     """The commit of the copra checkout that ran (with `-dirty` for local changes), if any."""
     repo = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
-        status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "copra",
-                                 "workflow", "Snakefile"], capture_output=True, text=True,
-                                timeout=10).stdout  # fmt: skip
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(repo),
+                "status",
+                "--porcelain",
+                "--",
+                "copra",
+                "workflow",
+                "Snakefile",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if status.strip() else "")

@@ -82,9 +82,17 @@ def reproduce(results_dir, workdir, *, cores: int = 2, tolerance: float = 0.0) -
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "reproduce.yaml"
     write_text(config_path, yaml.safe_dump(config, sort_keys=True))
-    command = [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(SNAKEFILE),
-               "--directory", str(workdir), "--configfile", str(config_path), "--cores",
-               str(cores)]  # fmt: skip
+    command = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config_path),
+        "--cores",
+        str(cores),
+    ]
     log.info("rerunning: %s", " ".join(command))
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:

@@ -28,8 +28,20 @@ RNA = {"A": "A", "C": "C", "G": "G", "U": "U"}
 DNA = {"DA": "A", "DC": "C", "DG": "G", "DT": "T", "DU": "U"}
 # Beyond biopython's tables: fair-esm's own letters, and the commonest modified nucleotides.
 PROTEIN_EXTRA = {"SEC": "U", "PYL": "O", "UNK": "X"}
-NUCLEOTIDE_EXTRA = {"PSU": "U", "5MC": "C", "OMG": "G", "OMC": "C", "OMU": "U", "2MG": "G",
-    "H2U": "U", "1MA": "A", "7MG": "G", "M2G": "G", "5MU": "U", "4SU": "U"}  # fmt: skip
+NUCLEOTIDE_EXTRA = {
+    "PSU": "U",
+    "5MC": "C",
+    "OMG": "G",
+    "OMC": "C",
+    "OMU": "U",
+    "2MG": "G",
+    "H2U": "U",
+    "1MA": "A",
+    "7MG": "G",
+    "M2G": "G",
+    "5MU": "U",
+    "4SU": "U",
+}
 REPRESENTATIVE = {"protein": ("CA",), "rna": ("C4'", "P"), "dna": ("C4'", "P")}
 BOND = {"protein": ("C", "N"), "rna": ("O3'", "P"), "dna": ("O3'", "P")}  # (this, next) atoms
 MAX_BOND = 2.0  # Å: a longer C-N or O3'-P bond is a chain break
@@ -254,9 +266,12 @@ def resolve_chains(structure: Structure, names) -> list[str]:
             copies = [
                 c.id
                 for c in present.values()
-                if c.id != base and c.id not in taken and c.kind == ref.kind
-                and c.sequence == ref.sequence and c.residue_ids == ref.residue_ids
-            ]  # fmt: skip
+                if c.id != base
+                and c.id not in taken
+                and c.kind == ref.kind
+                and c.sequence == ref.sequence
+                and c.residue_ids == ref.residue_ids
+            ]
         if name in present:
             resolved.append(name)
         elif len(copies) == 1:
@@ -320,8 +335,10 @@ def crop_patch(structure: Structure, interface_residues: Interface, size: int = 
     """
     if size < 1:
         raise InputError(f"patch size must be at least 1, not {size}")
-    chains = [structure.chains[c] for c in (*interface_residues.protein_chains,
-                                             *interface_residues.rna_chains)]  # fmt: skip
+    chains = [
+        structure.chains[c]
+        for c in (*interface_residues.protein_chains, *interface_residues.rna_chains)
+    ]
     everyone = [(c.id, rid) for c in chains for rid in c.residue_ids]
     coords = np.concatenate([c.coords for c in chains])
     where = {residue: i for i, residue in enumerate(everyone)}

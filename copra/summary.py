@@ -41,9 +41,14 @@ def best_methods(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         metric = part.metric.iloc[0]
         summary = seed_summary(part[part.metric == metric])
         best = summary.value.idxmax()
-        row = {"task": task, "metric": metric, "best_method": best,
-               "best_value": summary.value[best], "best_low": summary.low[best],
-               "best_high": summary.high[best]}  # fmt: skip
+        row = {
+            "task": task,
+            "metric": metric,
+            "best_method": best,
+            "best_value": summary.value[best],
+            "best_low": summary.low[best],
+            "best_high": summary.high[best],
+        }
         for method in summary.index:
             row[method] = summary.value[method]
         if {"lora", "copra"} <= set(summary.index):
@@ -77,12 +82,14 @@ def _quantities(metrics, merging, pruning, split):
             mine = merged[merged.combination == combination]
             seeds = mine[(mine["merge"] == "seeds") & (mine.weights == "1:1")]
             rows += _mean_per_method(seeds, "merged", f"merged seeds 1:1 ({combination})")
-            rows += _mean_per_method(mine[mine["merge"] == "tasks"], "merged",
-                                     f"merged tasks ({combination})")  # fmt: skip
+            rows += _mean_per_method(
+                mine[mine["merge"] == "tasks"], "merged", f"merged tasks ({combination})"
+            )
     if pruning is not None:
         pruned = scored(pruning)
-        rows += _mean_per_method(pruned[pruned.scheme == "every_other"], "value",
-                                 "pruned every other layer")  # fmt: skip
+        rows += _mean_per_method(
+            pruned[pruned.scheme == "every_other"], "value", "pruned every other layer"
+        )
         half = pruned[(pruned.scheme == "magnitude_dw") & ((pruned.amount - 0.5).abs() < 1e-9)]
         rows += _mean_per_method(half, "value", "pruned magnitude_dw 50%")
     return pd.DataFrame(rows, columns=["task", "method", "quantity", "value"])
@@ -109,8 +116,15 @@ def _optional_table(path):
     return pd.read_csv(path, sep="\t") if path else None
 
 
-def run_summary(metrics_path, manifest_paths, summary_output, efficiency_output,
-                comparison_output, merging_path=None, pruning_path=None) -> None:  # fmt: skip
+def run_summary(
+    metrics_path,
+    manifest_paths,
+    summary_output,
+    efficiency_output,
+    comparison_output,
+    merging_path=None,
+    pruning_path=None,
+) -> None:
     metrics = pd.read_csv(metrics_path, sep="\t")
     write_table(summary_output, best_methods(metrics))
     write_table(efficiency_output, efficiency(manifest_paths))

@@ -39,8 +39,11 @@ def small_regression_task(folder: Path, sequences: int = 40) -> tuple[Path, Path
     from copra.ingest import run_ingest
 
     write_demo_data(folder / "demo", sequences, 0)
-    task = {"kind": "sequence_regression", "labels": folder / "demo" / "stability.tsv",
-            "sequences": folder / "demo" / "proteins.fasta"}  # fmt: skip
+    task = {
+        "kind": "sequence_regression",
+        "labels": folder / "demo" / "stability.tsv",
+        "sequences": folder / "demo" / "proteins.fasta",
+    }
     table, sequence_table = folder / "table.tsv", folder / "sequences.tsv"
     run_ingest(task, table, sequence_table, {"train": 0.7, "valid": 0.15, "test": 0.15}, 0)
     return table, sequence_table
@@ -55,10 +58,32 @@ def train_runs(folder: Path, table, sequences, seeds, method="lora", *extra) -> 
     threads, runs = torch.get_num_threads(), []
     for seed in seeds:
         runs.append(folder / f"{method}{''.join(extra)}-seed{seed}")
-        args = ["--threads", "1", "finetune", "--method", method, "--kind", "sequence_regression",
-                "--table", str(table), "--sequences", str(sequences), "--seed", str(seed),
-                "--output-dir", str(runs[-1]), "--model", "esm2_t6_8M_UR50D", "--weights",
-                "random", "--batch-size", "8", "--max-epochs", "1", *extra]  # fmt: skip
+        args = [
+            "--threads",
+            "1",
+            "finetune",
+            "--method",
+            method,
+            "--kind",
+            "sequence_regression",
+            "--table",
+            str(table),
+            "--sequences",
+            str(sequences),
+            "--seed",
+            str(seed),
+            "--output-dir",
+            str(runs[-1]),
+            "--model",
+            "esm2_t6_8M_UR50D",
+            "--weights",
+            "random",
+            "--batch-size",
+            "8",
+            "--max-epochs",
+            "1",
+            *extra,
+        ]
         assert main(args) == 0
     torch.set_num_threads(threads)
     return runs

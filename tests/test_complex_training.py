@@ -162,8 +162,9 @@ def test_adapters_train_in_every_fold(complex_task, tmp_path, method):
     names = {k.split(".", 1)[1] for k in states}
     assert {f"fold{k}" for k in range(3)} == {k.split(".")[0] for k in states}
     lora = [n for n in names if "lora_" in n]
-    assert lora and all("lora_A" in n or "lora_B" in n or "coformer" in n or "rna" in n
-                        for n in names)  # fmt: skip
+    assert lora and all(
+        "lora_A" in n or "lora_B" in n or "coformer" in n or "rna" in n for n in names
+    )
     # lora_B starts at zero: training moved it.
     assert any(states[f"fold0.{n}"].abs().sum() > 0 for n in lora if "lora_B" in n)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -181,9 +182,15 @@ def test_a_given_split_is_one_fold(complex_task, tmp_path):
     table["split"] = ["train"] * 6 + ["valid"] * 3 + ["test"] * 3
     table["fold"] = 0
     table.to_csv(data / "table.tsv", sep="\t", index=False)
-    run_complex(data, tmp_path / "run", method="head", seed=0,
-                residue_embeddings=data / "residue_embeddings.npz", settings=FAST,
-                coformer=SMALL)  # fmt: skip
+    run_complex(
+        data,
+        tmp_path / "run",
+        method="head",
+        seed=0,
+        residue_embeddings=data / "residue_embeddings.npz",
+        settings=FAST,
+        coformer=SMALL,
+    )
     predictions = pd.read_csv(tmp_path / "run/predictions.tsv", sep="\t")
     assert predictions.groupby("split").size().to_dict()["valid"] == 3
     assert (predictions[predictions.split != "ddg"].fold == 0).all()
@@ -208,11 +215,24 @@ def test_long_chains_go_through_the_window_around_their_patch():
 def test_missing_residue_embeddings_are_a_clear_error(complex_task, tmp_path):
     _, inputs, _ = read_complexes(complex_task / "data")
     empty = tmp_path / "empty.npz"
-    np.savez(empty, ids=np.array(["x"]), embeddings=np.zeros((2, 320), np.float32),
-             lengths=np.array([2]), metadata=np.array("{}"))  # fmt: skip
+    np.savez(
+        empty,
+        ids=np.array(["x"]),
+        embeddings=np.zeros((2, 320), np.float32),
+        lengths=np.array([2]),
+        metadata=np.array("{}"),
+    )
     with pytest.raises(InputError, match="has no per-residue embedding; re-run"):
-        run_complex(complex_task / "data", tmp_path / "run", method="head", seed=0, folds=3,
-                    residue_embeddings=empty, settings=FAST, coformer=SMALL)  # fmt: skip
+        run_complex(
+            complex_task / "data",
+            tmp_path / "run",
+            method="head",
+            seed=0,
+            folds=3,
+            residue_embeddings=empty,
+            settings=FAST,
+            coformer=SMALL,
+        )
     with pytest.raises(InputError, match="complex tasks train with head, lora, copra"):
         run_complex(complex_task / "data", tmp_path / "run", method="full", seed=0)
     assert not (tmp_path / "run").exists() and inputs

@@ -27,8 +27,16 @@ from copra.structures import interface, read_structure, resolve_chains
 
 N = 40
 LABEL = {"label": "dG_kcal_mol"}
-OUTPUTS = ["chains.fasta", "chains.tsv", "manifest.json", "mutations.tsv", "patches.tsv",
-           "sequences.tsv", "skipped.tsv", "table.tsv"]  # fmt: skip
+OUTPUTS = [
+    "chains.fasta",
+    "chains.tsv",
+    "manifest.json",
+    "mutations.tsv",
+    "patches.tsv",
+    "sequences.tsv",
+    "skipped.tsv",
+    "table.tsv",
+]
 RECORDS = ("ATOM", "HETATM")
 FIRST = r"complex cplx_000 \(line 2 of \S+complexes\.csv\): \S+cplx_000\.pdb: "
 
@@ -45,8 +53,12 @@ def demo(tmp_path_factory) -> Path:
 def ingested(demo, tmp_path_factory):
     """The demo ingested with its mutations: the result and the folder of its tables."""
     out = tmp_path_factory.mktemp("ingested")
-    task = {"labels": demo / "complexes.csv", "structures": demo / "structures",
-            "columns": LABEL, "mutations": demo / "complex_mutations.csv"}  # fmt: skip
+    task = {
+        "labels": demo / "complexes.csv",
+        "structures": demo / "structures",
+        "columns": LABEL,
+        "mutations": demo / "complex_mutations.csv",
+    }
     return run_ingest_complexes(task, out, ComplexSettings()), out
 
 
@@ -56,15 +68,28 @@ def copy_demo(demo: Path, tmp_path: Path) -> Path:
 
 def ingest(folder, mutations=False, columns=LABEL, **settings):
     """ingest_complexes of a demo folder."""
-    return ingest_complexes(folder / "complexes.csv", folder / "structures", columns=columns,
-                            mutations=folder / "complex_mutations.csv" if mutations else None,
-                            settings=ComplexSettings(**settings))  # fmt: skip
+    return ingest_complexes(
+        folder / "complexes.csv",
+        folder / "structures",
+        columns=columns,
+        mutations=folder / "complex_mutations.csv" if mutations else None,
+        settings=ComplexSettings(**settings),
+    )
 
 
 def cli(folder, out, mutations=False, columns=LABEL, **settings) -> int:
     """`copra ingest` of a demo folder into `out`: the exit status."""
-    args = ["ingest", "--kind", KIND, "--labels", str(folder / "complexes.csv"),
-            "--structures", str(folder / "structures"), "--output-dir", str(out)]  # fmt: skip
+    args = [
+        "ingest",
+        "--kind",
+        KIND,
+        "--labels",
+        str(folder / "complexes.csv"),
+        "--structures",
+        str(folder / "structures"),
+        "--output-dir",
+        str(out),
+    ]
     args += [f"--column={key}={value}" for key, value in columns.items()]
     args += ["--mutations", str(folder / "complex_mutations.csv")] if mutations else []
     args += [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
@@ -179,9 +204,13 @@ def test_small_patch_is_nearest_the_interface_centre(demo):
     for row in result.table.itertuples():
         structure = read_structure(demo / "structures" / row.file)
         contacts = interface(structure, row.protein_chains, row.rna_chains, 8.0)
-        coords = {(c, rid): xyz for c in (*contacts.protein_chains, *contacts.rna_chains)
-                  for rid, xyz in zip(structure.chains[c].residue_ids, structure.chains[c].coords,
-                                      strict=True)}  # fmt: skip
+        coords = {
+            (c, rid): xyz
+            for c in (*contacts.protein_chains, *contacts.rna_chains)
+            for rid, xyz in zip(
+                structure.chains[c].residue_ids, structure.chains[c].coords, strict=True
+            )
+        }
         centre = np.mean([coords[key] for key in contacts.residues], axis=0)
         distance = {key: np.linalg.norm(xyz - centre) for key, xyz in coords.items()}
         patch = result.patches[result.patches.id == row.id]
@@ -195,8 +224,13 @@ def test_small_patch_is_nearest_the_interface_centre(demo):
 def test_given_split_is_kept(demo, tmp_path):
     folder = copy_demo(demo, tmp_path)
     given = ["train", "Valid", "test", "validation"]
-    rewrite(folder / "complexes.csv", lambda lines: [lines[0].rstrip() + ",split\n"] + [
-        f"{x.rstrip()},{given[i % 4]}\n" for i, x in enumerate(lines[1:])])  # fmt: skip
+    rewrite(
+        folder / "complexes.csv",
+        lambda lines: (
+            [lines[0].rstrip() + ",split\n"]
+            + [f"{x.rstrip()},{given[i % 4]}\n" for i, x in enumerate(lines[1:])]
+        ),
+    )
     table = ingest(folder).table
     assert table.split.tolist() == [["train", "valid", "test", "valid"][i % 4] for i in range(N)]
     assert (table.fold == 0).all()
@@ -226,8 +260,9 @@ def test_pdb_mmcif_and_gzip_ingest_alike(demo, ingested, tmp_path):
     assert result.table.file.tolist() == [
         f"{n}{forms[i % 3]}" for i, n in enumerate(result.table.id)
     ]
-    pd.testing.assert_frame_equal(result.table.drop(columns="file"),
-                                  expected.table.drop(columns="file"))  # fmt: skip
+    pd.testing.assert_frame_equal(
+        result.table.drop(columns="file"), expected.table.drop(columns="file")
+    )
     for name in ("chains", "patches", "sequences", "mutations"):
         pd.testing.assert_frame_equal(getattr(result, name), getattr(expected, name))
     assert result.fasta == expected.fasta
@@ -235,40 +270,116 @@ def test_pdb_mmcif_and_gzip_ingest_alike(demo, ingested, tmp_path):
 
 BAD = [  # (id, edit of a demo copy, patterns of the message, ingest options)
     ("garbage", on_structure(lambda lines: ["not a structure\n"]), [FIRST + "no atom records"], {}),
-    ("truncated_atom", on_structure(lambda lines: [lines[0][:35] + "\n", *lines[1:]]),
-     [r"cplx_000\.pdb:1: cannot be read as PDB: Invalid or missing coordinate"], {}),
-    ("absent_chain", on_table(set_fields(2, {1: "Z"})), [FIRST + r"chain Z is not in the "
-     r"structure; chains present: A \(protein\), B \(rna\), D \(protein\)"], {}),
-    ("rna_as_protein", on_table(set_fields(2, {1: "B", 2: "A"})),
-     [FIRST + "chain B is rna, not protein"], {}),
-    ("no_contact", on_structure(shift_chain("B", 100.0)),
-     [FIRST + r"no contact within 8\.0 Å between protein chains A and RNA chains B"], {}),
-    ("protein_ca_only", on_structure(atoms(lambda chain, atom: chain != "A" or atom == "CA")),
-     [FIRST + r"chain A has only CA atoms \(\d+ residues\): a coarse-grained model"], {}),
-    ("all_coarse", on_structure(atoms(lambda chain, atom: atom in ("CA", "P"))),
-     [FIRST + r"chain A has only CA atoms \(\d+ residues\): a coarse-grained model"], {}),
-    ("missing_file", lambda folder: (folder / "structures" / "cplx_000.pdb").unlink(),
-     [r"demo/structures: no structure file for 'cplx_000'"], {}),
-    ("duplicate", on_table(lambda lines: [*lines, lines[1]]), [rf"complexes\.csv:{N + 2}: "
-     rf"complex 'cplx_000' is listed twice \(lines 2 and {N + 2}\)"], {}),
-    ("missing_column", None, [r"no column for label \(the table has: pdb, protein_chains, "
-     r"rna_chains, dG_kcal_mol\)", "`columns:` setting"], {"columns": {}}),
-    ("label_not_number", on_table(set_fields(3, {3: "strong"})),
-     [r"complexes\.csv:3: label 'strong' is not a number"], {}),
-    ("too_few_for_folds", on_table(lambda lines: lines[:4]),
-     [r"3 complexes cannot fill 5 folds; lower complex\.folds"], {}),
-    ("wild_type_mismatch", mutation("{pdb},A:W{number}A"),
-     [r"mutations\.csv:2: residue A:{number} is {wild} \([A-Z]+\), not W"], {"mutations": True}),
-    ("chain_not_named", mutation("{pdb},D:W{number}A"), [r"mutations\.csv:2: chain D of "
-     r"'D:W{number}A' is not one of the complex's chains \(A(, C)?, B\)"], {"mutations": True}),
-    ("no_such_residue", mutation("{pdb},A:{wild}999A"),
-     [r"mutations\.csv:2: chain A has no residue 999"], {"mutations": True}),
-    ("malformed_mutation", mutation("{pdb},A{wild}{number}A"),
-     [r"mutations\.csv:2: mutation 'A{wild}{number}A' is not like A:Y23F"], {"mutations": True}),
-    ("unknown_complex", mutation("cplx_999,A:{wild}{number}A"),
-     [r"mutations\.csv:2: complex 'cplx_999' is not in the task's label table"],
-     {"mutations": True}),
-]  # fmt: skip
+    (
+        "truncated_atom",
+        on_structure(lambda lines: [lines[0][:35] + "\n", *lines[1:]]),
+        [r"cplx_000\.pdb:1: cannot be read as PDB: Invalid or missing coordinate"],
+        {},
+    ),
+    (
+        "absent_chain",
+        on_table(set_fields(2, {1: "Z"})),
+        [
+            FIRST + r"chain Z is not in the "
+            r"structure; chains present: A \(protein\), B \(rna\), D \(protein\)"
+        ],
+        {},
+    ),
+    (
+        "rna_as_protein",
+        on_table(set_fields(2, {1: "B", 2: "A"})),
+        [FIRST + "chain B is rna, not protein"],
+        {},
+    ),
+    (
+        "no_contact",
+        on_structure(shift_chain("B", 100.0)),
+        [FIRST + r"no contact within 8\.0 Å between protein chains A and RNA chains B"],
+        {},
+    ),
+    (
+        "protein_ca_only",
+        on_structure(atoms(lambda chain, atom: chain != "A" or atom == "CA")),
+        [FIRST + r"chain A has only CA atoms \(\d+ residues\): a coarse-grained model"],
+        {},
+    ),
+    (
+        "all_coarse",
+        on_structure(atoms(lambda chain, atom: atom in ("CA", "P"))),
+        [FIRST + r"chain A has only CA atoms \(\d+ residues\): a coarse-grained model"],
+        {},
+    ),
+    (
+        "missing_file",
+        lambda folder: (folder / "structures" / "cplx_000.pdb").unlink(),
+        [r"demo/structures: no structure file for 'cplx_000'"],
+        {},
+    ),
+    (
+        "duplicate",
+        on_table(lambda lines: [*lines, lines[1]]),
+        [
+            rf"complexes\.csv:{N + 2}: "
+            rf"complex 'cplx_000' is listed twice \(lines 2 and {N + 2}\)"
+        ],
+        {},
+    ),
+    (
+        "missing_column",
+        None,
+        [
+            r"no column for label \(the table has: pdb, protein_chains, "
+            r"rna_chains, dG_kcal_mol\)",
+            "`columns:` setting",
+        ],
+        {"columns": {}},
+    ),
+    (
+        "label_not_number",
+        on_table(set_fields(3, {3: "strong"})),
+        [r"complexes\.csv:3: label 'strong' is not a number"],
+        {},
+    ),
+    (
+        "too_few_for_folds",
+        on_table(lambda lines: lines[:4]),
+        [r"3 complexes cannot fill 5 folds; lower complex\.folds"],
+        {},
+    ),
+    (
+        "wild_type_mismatch",
+        mutation("{pdb},A:W{number}A"),
+        [r"mutations\.csv:2: residue A:{number} is {wild} \([A-Z]+\), not W"],
+        {"mutations": True},
+    ),
+    (
+        "chain_not_named",
+        mutation("{pdb},D:W{number}A"),
+        [
+            r"mutations\.csv:2: chain D of "
+            r"'D:W{number}A' is not one of the complex's chains \(A(, C)?, B\)"
+        ],
+        {"mutations": True},
+    ),
+    (
+        "no_such_residue",
+        mutation("{pdb},A:{wild}999A"),
+        [r"mutations\.csv:2: chain A has no residue 999"],
+        {"mutations": True},
+    ),
+    (
+        "malformed_mutation",
+        mutation("{pdb},A{wild}{number}A"),
+        [r"mutations\.csv:2: mutation 'A{wild}{number}A' is not like A:Y23F"],
+        {"mutations": True},
+    ),
+    (
+        "unknown_complex",
+        mutation("cplx_999,A:{wild}{number}A"),
+        [r"mutations\.csv:2: complex 'cplx_999' is not in the task's label table"],
+        {"mutations": True},
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -298,8 +409,9 @@ def test_skip_lists_and_logs_broken_complexes(demo, tmp_path, caplog):
     skipped = result.skipped
     assert skipped[["id", "line"]].values.tolist() == [["cplx_001", 3], ["cplx_004", 6]]
     assert re.search(r"cplx_001\.pdb: no atom records", skipped.reason[0])
-    assert re.search(r"cplx_004\.pdb: chain Z is not in the structure; chains present: A ",
-                     skipped.reason[1])  # fmt: skip
+    assert re.search(
+        r"cplx_004\.pdb: chain Z is not in the structure; chains present: A ", skipped.reason[1]
+    )
     kept = [f"cplx_{i:03d}" for i in range(N) if i not in (1, 4)]
     assert result.table.id.tolist() == kept
     assert set(result.chains.id) == set(result.patches.id) == set(kept)

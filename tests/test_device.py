@@ -20,8 +20,9 @@ CLAIM = (
 
 
 def claimer(lock_dir, hold_s):
-    return subprocess.Popen([sys.executable, "-c", CLAIM, str(lock_dir), str(hold_s)],
-                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", CLAIM, str(lock_dir), str(hold_s)], stdout=subprocess.PIPE, text=True
+    )
 
 
 def test_concurrent_jobs_lock_distinct_gpus(tmp_path):

@@ -288,32 +288,69 @@ def test_sharded_embedding_equals_the_unsharded_run(tmp_path, caplog):
     of one unsharded run. A shard run again (after a kill, say) computes nothing either."""
     sequences = random_sequences(12, 10, 60, seed=13)
     table = tmp_path / "sequences.tsv"
-    table.write_text("seq_hash\tlength\tsequence\n" + "".join(
-        f"{sequence_hash(s)}\t{len(s)}\t{s}\n" for s in sequences))  # fmt: skip
+    table.write_text(
+        "seq_hash\tlength\tsequence\n"
+        + "".join(f"{sequence_hash(s)}\t{len(s)}\t{s}\n" for s in sequences)
+    )
     records = []
     for shard in range(3):
         out = tmp_path / f"shard{shard}.json"
-        run_embed_shard(NAME, "random", out, sequence_table=table, cache_dir=tmp_path / "cache",
-                        shard=shard, shards=3, seed=SEED)  # fmt: skip
+        run_embed_shard(
+            NAME,
+            "random",
+            out,
+            sequence_table=table,
+            cache_dir=tmp_path / "cache",
+            shard=shard,
+            shards=3,
+            seed=SEED,
+        )
         records.append(json.loads(out.read_text()))
     assert sum(r["sequences"] for r in records) == 12 and all(r["cached"] == 0 for r in records)
     with ForwardCounter() as count:
-        run_embed(NAME, "random", tmp_path / "sharded.npz", sequence_table=table,
-                  cache_dir=tmp_path / "cache", seed=SEED)  # fmt: skip
+        run_embed(
+            NAME,
+            "random",
+            tmp_path / "sharded.npz",
+            sequence_table=table,
+            cache_dir=tmp_path / "cache",
+            seed=SEED,
+        )
     assert count.calls == 0
     assert counts_message(caplog) == "12 unique sequences: 12 cached, 0 to compute"
-    run_embed(NAME, "random", tmp_path / "whole.npz", sequence_table=table,
-              cache_dir=tmp_path / "other", seed=SEED)  # fmt: skip
+    run_embed(
+        NAME,
+        "random",
+        tmp_path / "whole.npz",
+        sequence_table=table,
+        cache_dir=tmp_path / "other",
+        seed=SEED,
+    )
     sharded, whole = (read_embeddings(tmp_path / f"{n}.npz") for n in ("sharded", "whole"))
     assert sharded[0] == whole[0] and sharded[2] == whole[2]
     np.testing.assert_allclose(sharded[1], whole[1], atol=1e-5)
-    run_embed_shard(NAME, "random", tmp_path / "again.json", sequence_table=table,
-                    cache_dir=tmp_path / "cache", shard=1, shards=3, seed=SEED)  # fmt: skip
+    run_embed_shard(
+        NAME,
+        "random",
+        tmp_path / "again.json",
+        sequence_table=table,
+        cache_dir=tmp_path / "cache",
+        shard=1,
+        shards=3,
+        seed=SEED,
+    )
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["computed"] == 0 and again["cached"] == records[1]["sequences"]
     with pytest.raises(InputError, match="shard 3 is not one of 0..2"):
-        run_embed_shard(NAME, "random", tmp_path / "bad.json", sequence_table=table,
-                        cache_dir=tmp_path / "cache", shard=3, shards=3)  # fmt: skip
+        run_embed_shard(
+            NAME,
+            "random",
+            tmp_path / "bad.json",
+            sequence_table=table,
+            cache_dir=tmp_path / "cache",
+            shard=3,
+            shards=3,
+        )
     assert not (tmp_path / "bad.json").exists()
 
 

@@ -29,24 +29,45 @@ def test_colours_per_kind():
     single = pd.DataFrame({"seq_hash": ["h1", "h2", "h1"], "label": ["1.5", "2", "1.5"]})
     assert sequence_colours("sequence_regression", single, None).to_dict() == {"h1": 1.5, "h2": 2}
     assert sequence_colours("sequence_classification", single, None)["h2"] == "2"
-    pairs = pd.DataFrame({"hash_a": ["h1", "h3"], "hash_b": ["h2", "h1"],
-                          "split": ["train", "test"]})  # fmt: skip
+    pairs = pd.DataFrame(
+        {"hash_a": ["h1", "h3"], "hash_b": ["h2", "h1"], "split": ["train", "test"]}
+    )
     assert sequence_colours("pair_classification", pairs, None).to_dict() == {
-        "h1": "train", "h2": "train", "h3": "test"}  # fmt: skip
+        "h1": "train",
+        "h2": "train",
+        "h3": "test",
+    }
     complexes = pd.DataFrame({"id": ["c1", "c2"], "label": ["-7", "-9"]})
-    chains = pd.DataFrame({"id": ["c1", "c1", "c2"], "kind": ["protein", "rna", "protein"],
-                           "seq_hash": ["p", "r", "p"]})  # fmt: skip
+    chains = pd.DataFrame(
+        {
+            "id": ["c1", "c1", "c2"],
+            "kind": ["protein", "rna", "protein"],
+            "seq_hash": ["p", "r", "p"],
+        }
+    )
     assert sequence_colours("complex_regression", complexes, chains).to_dict() == {"p": -8.0}
 
 
 def test_summary_of_pooled_embeddings(tmp_path):
     rng = np.random.default_rng(1)
     write_embeddings(tmp_path / "e.npz", ["h1", "h2", "h3"], rng.normal(size=(3, 8)), METADATA)
-    table = pd.DataFrame({"id": list("abc"), "seq_hash": ["h1", "h2", "h3"], "label": list("xyx"),
-                          "split": ["train", "valid", "test"]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "id": list("abc"),
+            "seq_hash": ["h1", "h2", "h3"],
+            "label": list("xyx"),
+            "split": ["train", "valid", "test"],
+        }
+    )
     table.to_csv(tmp_path / "t.tsv", sep="\t", index=False)
-    frame = run_embedding_summary("t", tmp_path / "e.npz", tmp_path / "t.tsv", tmp_path / "s.tsv",
-                                  tmp_path / "m.png", kind="sequence_classification")  # fmt: skip
+    frame = run_embedding_summary(
+        "t",
+        tmp_path / "e.npz",
+        tmp_path / "t.tsv",
+        tmp_path / "s.tsv",
+        tmp_path / "m.png",
+        kind="sequence_classification",
+    )
     values = frame.set_index("name").value
     assert values["model"] == "esm2_t6_8M_UR50D" and values["sequences"] == 3
     assert values["dimension"] == 8 and not values["per_residue"]
@@ -58,12 +79,26 @@ def test_complex_task_needs_its_chains_and_counts_residues(tmp_path):
     matrices = [np.ones((4, 8)), np.zeros((2, 8)), np.eye(3, 8)]
     write_embeddings(tmp_path / "r.npz", ["p1", "p2", "mutant"], matrices, METADATA)
     pd.DataFrame({"id": ["c1", "c2"], "label": ["-7", "-9"]}).to_csv(
-        tmp_path / "t.tsv", sep="\t", index=False)  # fmt: skip
-    pd.DataFrame({"id": ["c1", "c2"], "kind": ["protein", "protein"], "seq_hash": ["p1", "p2"]}
-                 ).to_csv(tmp_path / "c.tsv", sep="\t", index=False)  # fmt: skip
-    args = ["embedding-summary", "--kind", "complex_regression", "--task", "t", "--embeddings",
-            str(tmp_path / "r.npz"), "--table", str(tmp_path / "t.tsv"), "--output",
-            str(tmp_path / "s.tsv"), "--figure", str(tmp_path / "m.png")]  # fmt: skip
+        tmp_path / "t.tsv", sep="\t", index=False
+    )
+    pd.DataFrame(
+        {"id": ["c1", "c2"], "kind": ["protein", "protein"], "seq_hash": ["p1", "p2"]}
+    ).to_csv(tmp_path / "c.tsv", sep="\t", index=False)
+    args = [
+        "embedding-summary",
+        "--kind",
+        "complex_regression",
+        "--task",
+        "t",
+        "--embeddings",
+        str(tmp_path / "r.npz"),
+        "--table",
+        str(tmp_path / "t.tsv"),
+        "--output",
+        str(tmp_path / "s.tsv"),
+        "--figure",
+        str(tmp_path / "m.png"),
+    ]
     assert main(args) == 2
     assert not (tmp_path / "s.tsv").exists() and not (tmp_path / "m.png").exists()
     assert main([*args, "--chains", str(tmp_path / "c.tsv")]) == 0
@@ -75,11 +110,18 @@ def test_complex_task_needs_its_chains_and_counts_residues(tmp_path):
 def test_every_kind_draws_its_map(tmp_path, kind):
     rng = np.random.default_rng(2)
     write_embeddings(tmp_path / "e.npz", ["h1", "h2", "h3"], rng.normal(size=(3, 4)), METADATA)
-    columns = {"sequence_regression": {"seq_hash": ["h1", "h2", "h3"], "label": [0.1, 0.5, 0.9]},
-               "pair_classification": {"hash_a": ["h1", "h2"], "hash_b": ["h2", "h3"],
-                                       "label": [0, 1]}}[kind]  # fmt: skip
+    columns = {
+        "sequence_regression": {"seq_hash": ["h1", "h2", "h3"], "label": [0.1, 0.5, 0.9]},
+        "pair_classification": {"hash_a": ["h1", "h2"], "hash_b": ["h2", "h3"], "label": [0, 1]},
+    }[kind]
     split = ["train", "valid", "test"][: len(columns["label"])]
     pd.DataFrame({**columns, "split": split}).to_csv(tmp_path / "t.tsv", sep="\t", index=False)
-    run_embedding_summary("t", tmp_path / "e.npz", tmp_path / "t.tsv", tmp_path / "s.tsv",
-                          tmp_path / "m.png", kind=kind)  # fmt: skip
+    run_embedding_summary(
+        "t",
+        tmp_path / "e.npz",
+        tmp_path / "t.tsv",
+        tmp_path / "s.tsv",
+        tmp_path / "m.png",
+        kind=kind,
+    )
     assert (tmp_path / "m.png").stat().st_size > 5_000

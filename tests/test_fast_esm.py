@@ -105,8 +105,9 @@ def test_fused_blocks_train_as_fair_esm_does(padded):
     than fair-esm's order would (each run is still reproducible)."""
     from copra.lora import LoraSettings, add_lora
 
-    settings = LoraSettings(target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1"],
-                            dropout=0.0)  # fmt: skip
+    settings = LoraSettings(
+        target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1"], dropout=0.0
+    )
     lengths = [20, 61, 33] if padded else [40, 40]
     results = []
     for fused in (False, True):

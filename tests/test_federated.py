@@ -43,8 +43,9 @@ from copra.tables import read_sequences, read_task_table
 from copra.targets import Targets
 
 MODEL = {"model_name": "esm2_t6_8M_UR50D", "weights": "random"}
-SETTINGS = FinetuneSettings(batch_size=8, gradient_accumulation=2, max_epochs=1, patience=1,
-                            device="cpu")  # fmt: skip
+SETTINGS = FinetuneSettings(
+    batch_size=8, gradient_accumulation=2, max_epochs=1, patience=1, device="cpu"
+)
 HEAD = {"hidden": 16, "dropout": 0.1, "pair_combination": "mean"}
 
 
@@ -54,10 +55,15 @@ def tasks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tasks")
     write_demo_data(folder / "demo", 40, 0)
     out = {}
-    for name, kind, labels in (("localization", "sequence_classification", "localization.tsv"),
-                               ("stability", "sequence_regression", "stability.tsv")):  # fmt: skip
-        task = {"kind": kind, "labels": folder / "demo" / labels,
-                "sequences": folder / "demo" / "proteins.fasta"}  # fmt: skip
+    for name, kind, labels in (
+        ("localization", "sequence_classification", "localization.tsv"),
+        ("stability", "sequence_regression", "stability.tsv"),
+    ):
+        task = {
+            "kind": kind,
+            "labels": folder / "demo" / labels,
+            "sequences": folder / "demo" / "proteins.fasta",
+        }
         table, sequences = folder / name / "table.tsv", folder / name / "sequences.tsv"
         run_ingest(task, table, sequences, {"train": 0.8, "valid": 0.1, "test": 0.1}, 0)
         out[name] = (kind, table, sequences)
@@ -75,9 +81,19 @@ def one_thread():
 
 def federated(tasks, name, method, output, **options):
     kind, table, sequences = tasks[name]
-    arguments = {"partition": "iid", "aggregations": ["fedavg"], "clients": 1, "rounds": 1,
-                 "local_epochs": 1, "dirichlet_alpha": 1.0, "seed": 3, "settings": SETTINGS,
-                 "head": HEAD, **MODEL, **options}  # fmt: skip
+    arguments = {
+        "partition": "iid",
+        "aggregations": ["fedavg"],
+        "clients": 1,
+        "rounds": 1,
+        "local_epochs": 1,
+        "dirichlet_alpha": 1.0,
+        "seed": 3,
+        "settings": SETTINGS,
+        "head": HEAD,
+        **MODEL,
+        **options,
+    }
     return run_federated(table, sequences, output, task=name, kind=kind, method=method, **arguments)
 
 
@@ -85,8 +101,17 @@ def federated(tasks, name, method, output, **options):
 def test_one_client_one_round_is_ordinary_training(tasks, tmp_path, name, method):
     """Same seed: the federated global model after round 1 is run_finetune's model of 1 epoch."""
     kind, table_path, sequences_path = tasks[name]
-    run_finetune(table_path, sequences_path, tmp_path / "run", kind=kind, method=method, seed=3,
-                 settings=SETTINGS, head=HEAD, **MODEL)  # fmt: skip
+    run_finetune(
+        table_path,
+        sequences_path,
+        tmp_path / "run",
+        kind=kind,
+        method=method,
+        seed=3,
+        settings=SETTINGS,
+        head=HEAD,
+        **MODEL,
+    )
     table = federated(tasks, name, method, tmp_path / "federated.tsv")
 
     model, targets = load_finetuned(tmp_path / "run", load_backbone(*MODEL.values()))
@@ -146,11 +171,13 @@ def test_fedavg_has_cross_terms_that_exact_and_ffa_avoid():
     weights = [0.25, 0.75]
     errors = {
         how: aggregation_error(
-            [first, second], weights, aggregate(how, [first, second], weights, layout, first),
+            [first, second],
+            weights,
+            aggregate(how, [first, second], weights, layout, first),
             layout,
         )
         for how in ("fedavg", "exact")
-    }  # fmt: skip
+    }
     # Eckart-Young: the truncated SVD is the best rank-r dW; fedavg's mean(B) mean(A) is rank r.
     assert errors["fedavg"] > 0.1
     assert 0 < errors["exact"] < errors["fedavg"]
@@ -160,10 +187,15 @@ def test_fedavg_has_cross_terms_that_exact_and_ffa_avoid():
     for how in ("ffa", "exact"):
         merged = aggregate(how, [first, shared], weights, layout, first)
         assert aggregation_error([first, shared], weights, merged, layout) < 1e-5, how
-    assert aggregation_error(
-        [first, shared], weights, aggregate("fedavg", [first, shared], weights, layout, first),
-        layout,
-    ) < 1e-5  # fmt: skip
+    assert (
+        aggregation_error(
+            [first, shared],
+            weights,
+            aggregate("fedavg", [first, shared], weights, layout, first),
+            layout,
+        )
+        < 1e-5
+    )
 
     # One client with no update: the mean dW has rank r, exact recovers it, fedavg does not.
     idle = {n: (torch.zeros_like(t) if ".lora_B." in n else t) for n, t in second.items()}
@@ -185,10 +217,22 @@ def test_client_trainers_span_every_round_with_their_own_seeds(tasks, aggregatio
     clients = [subset(data, np.arange(17)), subset(data, np.arange(17, 25))]
     settings = replace(SETTINGS, gradient_accumulation=1, max_epochs=50)
     federation = Federation(
-        "localization", kind, "copra", "iid", targets, settings, LoraSettings(),
-        LayerDropSettings(), HEAD, {"name": MODEL["model_name"], "weights": "random"}, 3, 3, 2,
-        clients, {},
-    )  # fmt: skip
+        "localization",
+        kind,
+        "copra",
+        "iid",
+        targets,
+        settings,
+        LoraSettings(),
+        LayerDropSettings(),
+        HEAD,
+        {"name": MODEL["model_name"], "weights": "random"},
+        3,
+        3,
+        2,
+        clients,
+        {},
+    )
     assert federation.weights == [17 / 25, 8 / 25]
     model = federation.initial_model()
     if aggregation == "ffa":
@@ -281,11 +325,17 @@ def test_bad_settings_fail_before_training(tasks, tmp_path, options, message):
     ("name", "method", "partition", "metric"),
     [("localization", "lora", "iid", "aupr"), ("stability", "copra", "dirichlet", "spearman")],
 )
-def test_table_has_every_round_and_is_reproducible(tasks, tmp_path, name, method, partition,
-                                                   metric):  # fmt: skip
+def test_table_has_every_round_and_is_reproducible(
+    tasks, tmp_path, name, method, partition, metric
+):
     # Two optimizer steps per local epoch: A moves too (from B = 0, one step moves B only).
-    options = {"partition": partition, "clients": 2, "rounds": 2, "dirichlet_alpha": 0.5,
-               "settings": replace(SETTINGS, gradient_accumulation=1)}  # fmt: skip
+    options = {
+        "partition": partition,
+        "clients": 2,
+        "rounds": 2,
+        "dirichlet_alpha": 0.5,
+        "settings": replace(SETTINGS, gradient_accumulation=1),
+    }
     aggregations = ["fedavg", "exact", "ffa"]
     table = federated(tasks, name, method, tmp_path / "a.tsv", aggregations=aggregations, **options)
     assert list(table.columns) == COLUMNS
@@ -300,8 +350,9 @@ def test_table_has_every_round_and_is_reproducible(tasks, tmp_path, name, method
         }
         errors = part[part.split == "aggregate"]
         assert list(errors["round"]) == [1, 2] and set(errors.metric) == {"aggregation_error"}
-    error = table[table.split == "aggregate"].pivot(index="round", columns="aggregation",
-                                                    values="value")  # fmt: skip
+    error = table[table.split == "aggregate"].pivot(
+        index="round", columns="aggregation", values="value"
+    )
     assert (error.ffa < 1e-5).all() and (error.fedavg > 1e-4).all() and (error.exact > 0).all()
     # Round 1 starts every aggregation from the same model and seeds: the same client states,
     # so the truncated SVD cannot be further from the mean dW than mean(B) mean(A).
@@ -316,8 +367,9 @@ def test_table_has_every_round_and_is_reproducible(tasks, tmp_path, name, method
     assert manifest["client_seeds"] == [3, 1003] and manifest["aggregations"] == aggregations
 
     # Same seed, aggregations in the other order: the same rows for every aggregation.
-    again = federated(tasks, name, method, tmp_path / "b.tsv", aggregations=aggregations[::-1],
-                      **options)  # fmt: skip
+    again = federated(
+        tasks, name, method, tmp_path / "b.tsv", aggregations=aggregations[::-1], **options
+    )
     for how in aggregations:
         pd.testing.assert_frame_equal(
             table[table.aggregation == how].reset_index(drop=True),

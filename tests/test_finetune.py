@@ -68,11 +68,35 @@ def one_thread():
 def finetune_args(tasks, name, method, out_dir, *extra):
     kind, table, sequences = tasks[name]
     return [
-        "--threads", "1", "finetune", "--method", method, "--kind", kind, "--table", str(table),
-        "--sequences", str(sequences), "--seed", "0", "--output-dir", str(out_dir),
-        "--model", "esm2_t6_8M_UR50D", "--weights", "random", "--batch-size", "8",
-        "--gradient-accumulation", "2", "--max-epochs", "2", "--patience", "2", *map(str, extra),
-    ]  # fmt: skip
+        "--threads",
+        "1",
+        "finetune",
+        "--method",
+        method,
+        "--kind",
+        kind,
+        "--table",
+        str(table),
+        "--sequences",
+        str(sequences),
+        "--seed",
+        "0",
+        "--output-dir",
+        str(out_dir),
+        "--model",
+        "esm2_t6_8M_UR50D",
+        "--weights",
+        "random",
+        "--batch-size",
+        "8",
+        "--gradient-accumulation",
+        "2",
+        "--max-epochs",
+        "2",
+        "--patience",
+        "2",
+        *map(str, extra),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -133,8 +157,9 @@ def test_same_seed_same_metrics(tasks, tmp_path):
 def test_killed_job_resumes_to_the_same_result(tasks, tmp_path):
     args = finetune_args(tasks, "interaction", "copra", tmp_path / "killed", "--max-epochs", 4)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "copra", *args], env=env,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "copra", *args], env=env, stderr=subprocess.DEVNULL
+    )
     checkpoint = tmp_path / "killed" / "checkpoint.pt"
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
@@ -172,8 +197,10 @@ def training_step(method: str, checkpointing: bool):
     sequences = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLEDPVDAFQNNLLKELQKAGW"]
     data = task_data(
         pd.DataFrame({"seq_hash": ["a", "b"], "label": ["a", "b"]}),
-        dict(zip("ab", sequences, strict=True)), kind, targets
-    )  # fmt: skip
+        dict(zip("ab", sequences, strict=True)),
+        kind,
+        targets,
+    )
     blocks = [m for m in model.modules() if isinstance(m, protein_model.TransformerLayer)]
     model.train()
     torch.manual_seed(1)  # the same LoRA dropout masks in both runs
@@ -247,19 +274,48 @@ def test_multilabel_task_trains_and_is_evaluated(tmp_path):
     extra = np.where(stability.label > stability.label.median(), ";aromatic", "")
     demo["label"] = demo.label + extra
     demo.to_csv(tmp_path / "multi.tsv", sep="\t", index=False)
-    task = {"kind": "sequence_classification", "labels": tmp_path / "multi.tsv",
-            "sequences": tmp_path / "demo" / "proteins.fasta", "multilabel": True}  # fmt: skip
+    task = {
+        "kind": "sequence_classification",
+        "labels": tmp_path / "multi.tsv",
+        "sequences": tmp_path / "demo" / "proteins.fasta",
+        "multilabel": True,
+    }
     table, sequences = tmp_path / "table.tsv", tmp_path / "sequences.tsv"
     run_ingest(task, table, sequences, FRACTIONS, 0)
-    args = finetune_args({"multi": ("sequence_classification", table, sequences)}, "multi", "lora",
-                         tmp_path / "run", "--multilabel", "--max-epochs", 1)  # fmt: skip
+    args = finetune_args(
+        {"multi": ("sequence_classification", table, sequences)},
+        "multi",
+        "lora",
+        tmp_path / "run",
+        "--multilabel",
+        "--max-epochs",
+        1,
+    )
     assert main(args) == 0
     targets = json.loads((tmp_path / "run" / "targets.json").read_text())
     assert targets["kind"] == "multilabel" and "aromatic" in targets["classes"]
-    assert main(["evaluate", "--predictions", str(tmp_path / "run" / "predictions.tsv"),
-                 "--targets", str(tmp_path / "run" / "targets.json"), "--task", "multi",
-                 "--method", "lora", "--seed", "0", "--bootstrap", "10",
-                 "--output", str(tmp_path / "metrics.tsv")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--predictions",
+                str(tmp_path / "run" / "predictions.tsv"),
+                "--targets",
+                str(tmp_path / "run" / "targets.json"),
+                "--task",
+                "multi",
+                "--method",
+                "lora",
+                "--seed",
+                "0",
+                "--bootstrap",
+                "10",
+                "--output",
+                str(tmp_path / "metrics.tsv"),
+            ]
+        )
+        == 0
+    )
     metrics = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
     assert set(metrics.metric) == {"aupr", "auroc", "f1_macro"}
 
@@ -268,17 +324,38 @@ def test_multilabel_head_needs_a_classification_task(tmp_path, capsys):
     (tmp_path / "a.fasta").write_text(">p1\nMKV\n>p2\nMKL\n")
     (tmp_path / "a.tsv").write_text("id\tlabel\tsplit\np1\t1.5\ttrain\np2\t2.0\tvalid\n")
     out = tmp_path / "out"
-    args = ["ingest", "--kind", "sequence_regression", "--multilabel", "--labels",
-            str(tmp_path / "a.tsv"), "--sequences", str(tmp_path / "a.fasta"), "--table",
-            str(out / "t.tsv"), "--sequence-table", str(out / "s.tsv")]  # fmt: skip
+    args = [
+        "ingest",
+        "--kind",
+        "sequence_regression",
+        "--multilabel",
+        "--labels",
+        str(tmp_path / "a.tsv"),
+        "--sequences",
+        str(tmp_path / "a.fasta"),
+        "--table",
+        str(out / "t.tsv"),
+        "--sequence-table",
+        str(out / "s.tsv"),
+    ]
     assert main(args) == 2
     assert "multilabel: true needs kind sequence_classification" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_diverging_training_stops_with_a_clear_error(tasks, tmp_path, capsys):
-    args = finetune_args(tasks, "stability", "lora", tmp_path, "--learning-rate", "1e30",
-                         "--max-grad-norm", "1e30", "--max-epochs", 1)  # fmt: skip
+    args = finetune_args(
+        tasks,
+        "stability",
+        "lora",
+        tmp_path,
+        "--learning-rate",
+        "1e30",
+        "--max-grad-norm",
+        "1e30",
+        "--max-epochs",
+        1,
+    )
     assert main(args) == 2
     assert "training diverged" in capsys.readouterr().err
     assert not (tmp_path / "predictions.tsv").exists()

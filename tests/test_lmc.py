@@ -67,11 +67,27 @@ def check_endpoints(runs, adapters, heads, backbone, targets, data, batcher, fol
 
 def test_lmc_table_has_both_paths_and_the_cross_terms(two_seeds):
     folder, table, sequences = two_seeds
-    curve = run_lmc(folder / "seed0", folder / "seed1", table, sequences, folder / "lmc.tsv",
-                    task="stability", alphas=3, **MODEL)  # fmt: skip
+    curve = run_lmc(
+        folder / "seed0",
+        folder / "seed1",
+        table,
+        sequences,
+        folder / "lmc.tsv",
+        task="stability",
+        alphas=3,
+        **MODEL,
+    )
     assert list(curve.columns) == [
-        "task", "method", "seed_a", "seed_b", "path", "alpha", "split", "metric", "value",
-    ]  # fmt: skip
+        "task",
+        "method",
+        "seed_a",
+        "seed_b",
+        "path",
+        "alpha",
+        "split",
+        "metric",
+        "value",
+    ]
     assert set(curve.path) == {"product", "factors"} and sorted(set(curve.alpha)) == [0, 0.5, 1]
     assert set(curve.metric) == {"loss", "spearman"} and set(curve.split) == {"valid", "test"}
     ends = curve[curve.alpha != 0.5].pivot_table(
@@ -129,5 +145,13 @@ def test_incompatible_adapters_are_refused_naming_both(two_seeds, tmp_path):
     with pytest.raises(InputError, match="adapter file missing"):
         load_adapter(other / "adapter")
     with pytest.raises(InputError, match="not a trained run"):
-        run_lmc(folder / "seed0", tmp_path / "missing", table, sequences, tmp_path / "x.tsv",
-                task="stability", alphas=3, **MODEL)  # fmt: skip
+        run_lmc(
+            folder / "seed0",
+            tmp_path / "missing",
+            table,
+            sequences,
+            tmp_path / "x.tsv",
+            task="stability",
+            alphas=3,
+            **MODEL,
+        )

@@ -28,8 +28,12 @@ def test_layers_and_modules_from_settings(backbone):
     settings = LoraSettings(target_modules=["q_proj", "fc2"], layers_to_transform=[4, 5], rank=2)
     model = add_lora(backbone.model, settings, "x")
     names = {n.removeprefix("base_model.model.") for n in wrapped_module_names(model)}
-    assert names == {"layers.4.self_attn.q_proj", "layers.5.self_attn.q_proj", "layers.4.fc2",
-                     "layers.5.fc2"}  # fmt: skip
+    assert names == {
+        "layers.4.self_attn.q_proj",
+        "layers.5.self_attn.q_proj",
+        "layers.4.fc2",
+        "layers.5.fc2",
+    }
 
 
 @pytest.mark.parametrize(

@@ -67,8 +67,13 @@ def test_demo_summary_and_efficiency(demo_run):
     assert (lora.trainable_fraction < 0.05).all()
     comparison = pd.read_csv(demo_run / "results" / "comparison.tsv", sep="\t")
     stability = comparison[comparison.task == "stability"].set_index("quantity")
-    quantities = {"single task", "merged seeds 1:1 (exact)", "merged tasks (exact)",
-                  "pruned every other layer", "pruned magnitude_dw 50%"}  # fmt: skip
+    quantities = {
+        "single task",
+        "merged seeds 1:1 (exact)",
+        "merged tasks (exact)",
+        "pruned every other layer",
+        "pruned magnitude_dw 50%",
+    }
     assert quantities <= set(stability.index)
     assert stability[["lora", "copra", "copra_minus_lora"]].notna().all().all()
 
@@ -115,8 +120,12 @@ def test_report_is_written_as_html_and_zip(demo_run):
 def test_figures_have_no_overlapping_text(demo_run):
     # `_save` logs a warning for each two overlapping pieces of text; the rules' logs keep them.
     logs = [path for path in (demo_run / "logs").rglob("*.log")]
-    overlaps = [line for path in logs for line in path.read_text().splitlines()
-                if "overlapping text" in line]  # fmt: skip
+    overlaps = [
+        line
+        for path in logs
+        for line in path.read_text().splitlines()
+        if "overlapping text" in line
+    ]
     assert len(logs) > 50 and not overlaps, overlaps
 
 

@@ -38,8 +38,10 @@ def test_save_logs_each_overlap(tmp_path, caplog):
 
 
 def test_metric_bars_take_each_methods_colour(tmp_path, monkeypatch):
-    rows = [("t", m, 0, "test", "spearman", v, v - 0.1, v + 0.1)
-            for m, v in (("full", 0.7), ("head", 0.5), ("copra", 0.6))]  # fmt: skip
+    rows = [
+        ("t", m, 0, "test", "spearman", v, v - 0.1, v + 0.1)
+        for m, v in (("full", 0.7), ("head", 0.5), ("copra", 0.6))
+    ]
     columns = ["task", "method", "seed", "split", "metric", "value", "ci_low", "ci_high"]
     pd.DataFrame(rows, columns=columns).to_csv(tmp_path / "m.tsv", sep="\t", index=False)
     drawn = {}

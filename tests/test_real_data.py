@@ -111,7 +111,7 @@ def pra_run(shared_data, tmp_path_factory):
             "pair_dim": 16,
             "max_epochs": 5,
             "learning_rate": 0.001,
-        },  # fmt: skip
+        },
     }
     return run_user_config(workdir, user_config)
 

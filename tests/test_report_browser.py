@@ -204,8 +204,16 @@ def test_report_renders_its_landing_page(chromium, report, tmp_path):
     assert "planted demo signal" not in visible_text(report.read_text())
     text = visible_text(dump_dom(chromium, report, tmp_path))
     # The navigation bar, with the categories of the rules' report items ...
-    for label in ("Workflow", "Statistics", "About", "Results", *FIGURES, "Runs", "Summary",
-                  "Reproducibility"):  # fmt: skip
+    for label in (
+        "Workflow",
+        "Statistics",
+        "About",
+        "Results",
+        *FIGURES,
+        "Runs",
+        "Summary",
+        "Reproducibility",
+    ):
         assert label in text.splitlines(), (label, text)
     # ... and the workflow description, rendered from workflow/report/workflow.rst.
     assert "planted demo signal" in text, text
@@ -230,8 +238,11 @@ def test_every_figure_loads(chromium, driven_report, tmp_path):
 def test_the_metrics_table_is_in_the_report(report):
     # The report embeds each result as a data URI; the metrics table's header is in it.
     html = report.read_text()
-    match = re.search(r'data:text/tab-separated-values;charset=utf8;filename=metrics\.tsv;'
-                      r'base64,([A-Za-z0-9+/=]+)', html)  # fmt: skip
+    match = re.search(
+        r"data:text/tab-separated-values;charset=utf8;filename=metrics\.tsv;"
+        r"base64,([A-Za-z0-9+/=]+)",
+        html,
+    )
     assert match, "metrics.tsv is not in the report"
     table = base64.b64decode(match.group(1)).decode()
     assert table.startswith("task\tmethod\tseed\tsplit\tmetric\tvalue\tci_low\tci_high\n")

@@ -22,8 +22,11 @@ def test_the_demo_head_baseline_reproduces(head_only_demo, tmp_path, capsys):
 
 
 def test_a_changed_or_missing_number_is_a_mismatch():
-    rows = [("t", "head", 0, "test", "aupr", 0.8), ("t", "head", 0, "test", "mcc", float("nan")),
-            ("t", "head", 0, "valid", "aupr", 0.7)]  # fmt: skip
+    rows = [
+        ("t", "head", 0, "test", "aupr", 0.8),
+        ("t", "head", 0, "test", "mcc", float("nan")),
+        ("t", "head", 0, "valid", "aupr", 0.7),
+    ]
     original = pd.DataFrame(rows, columns=[*KEYS, "value"])
     assert compare(original, original.copy(), 0.0).match  # NaN in both counts as equal
     changed = original.copy()

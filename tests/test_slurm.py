@@ -24,12 +24,30 @@ PARTITION = "debug"
 DEMO_TASKS = {"localization", "membrane", "stability", "interaction", "rna_affinity"}
 # The demo's head baseline on SLURM: the rules that run as SLURM jobs (the rest are localrules),
 # and how many of each. Fine-tuning (minutes a job on 2 CPU cores) is left to test_pipeline.py.
-SLURM_RULES = {"ingest": 4, "ingest_complexes": 1, "embed": 4, "embed_residues": 1,
-               "train_head": 4, "train_complex": 1, "evaluate_run": 5}  # fmt: skip
+SLURM_RULES = {
+    "ingest": 4,
+    "ingest_complexes": 1,
+    "embed": 4,
+    "embed_residues": 1,
+    "train_head": 4,
+    "train_complex": 1,
+    "evaluate_run": 5,
+}
 # The rules the profile gives a GPU.
-GPU_RULES = {"embed", "embed_shard", "embed_residues", "finetune_adapter", "finetune_full",
-             "train_complex", "lmc", "merge_seeds", "merge_tasks", "federate", "shapley",
-             "pruning"}  # fmt: skip
+GPU_RULES = {
+    "embed",
+    "embed_shard",
+    "embed_residues",
+    "finetune_adapter",
+    "finetune_full",
+    "train_complex",
+    "lmc",
+    "merge_seeds",
+    "merge_tasks",
+    "federate",
+    "shapley",
+    "pruning",
+}
 # What every run on the CI cluster needs: it has no accounting database, so no sacct and no
 # accounts (plugin 2.8.0 declares --slurm-no-account but never reads it: its account guess fails
 # and it submits without -A); jobs stay visible to squeue for MinJobAge (600 s). Status checks
@@ -78,8 +96,12 @@ def slurm_cluster():
     """
     problem, started = cluster_problem(), False
     if problem and os.geteuid() == 0:
-        setup = subprocess.run(["bash", str(REPO / ".ci" / "slurm-cluster")], capture_output=True,
-                               text=True, timeout=900)  # fmt: skip
+        setup = subprocess.run(
+            ["bash", str(REPO / ".ci" / "slurm-cluster")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         started = setup.returncode == 0
         problem = cluster_problem() if started else f"{problem}; {setup.stderr.strip()[-2000:]}"
     if problem:
@@ -233,8 +255,9 @@ def test_profile_is_what_snakemake_accepts(tmp_path):
 def test_gpu_rules_declare_a_gpu_without_any_profile(tmp_path):
     """The rules themselves ask for `gpu=1` (sbatch --gpus=1 under the plugin; locally a count
     that `--resources gpu=N` caps); the other rules ask for none."""
-    result = snakemake(tmp_path, "--configfile", REPO / "config.yaml", "--workflow-profile",
-                       "none", "--dry-run")  # fmt: skip
+    result = snakemake(
+        tmp_path, "--configfile", REPO / "config.yaml", "--workflow-profile", "none", "--dry-run"
+    )
     resources = dict(re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: (.*)", result.stdout))
     assert resources and {rule for rule, planned in resources.items() if "gpu=1" in planned} == (
         GPU_RULES & set(resources)

@@ -27,8 +27,20 @@ class Pdb:
     def __init__(self):
         self.lines: list[str] = []
 
-    def atom(self, chain, resseq, resname, name, xyz, *, het=False, icode="", altloc="",
-             occupancy=1.0, element=None):  # fmt: skip
+    def atom(
+        self,
+        chain,
+        resseq,
+        resname,
+        name,
+        xyz,
+        *,
+        het=False,
+        icode="",
+        altloc="",
+        occupancy=1.0,
+        element=None,
+    ):
         element = element or name.lstrip("0123456789")[0]
         padded = f" {name:<3}" if len(name) < 4 and len(element) == 1 else f"{name:<4}"
         x, y, z = xyz
@@ -38,21 +50,50 @@ class Pdb:
             f"{occupancy:6.2f}{20.0:6.2f}          {element:>2}"
         )
 
-    def amino(self, chain, resseq, k, resname="ALA", *, y=0.0,
-              names=("N", "CA", "C", "O", "CB"), **options):  # fmt: skip
+    def amino(
+        self,
+        chain,
+        resseq,
+        k,
+        resname="ALA",
+        *,
+        y=0.0,
+        names=("N", "CA", "C", "O", "CB"),
+        **options,
+    ):
         """A residue at position k of a straight chain: C(k) to N(k+1) is 1.4 Å."""
         x = 3.8 * k
-        where = {"N": (x - 1.2, y, 0), "CA": (x, y, 0), "C": (x + 1.2, y, 0),
-                 "O": (x + 1.2, y + 1.2, 0), "CB": (x, y - 1.5, 0)}  # fmt: skip
+        where = {
+            "N": (x - 1.2, y, 0),
+            "CA": (x, y, 0),
+            "C": (x + 1.2, y, 0),
+            "O": (x + 1.2, y + 1.2, 0),
+            "CB": (x, y - 1.5, 0),
+        }
         for name in names:
             self.atom(chain, resseq, resname, name, where[name], **options)
 
-    def nucleotide(self, chain, resseq, k, resname="G", *, y=-7.0, het=False, rna=True,
-                   names=("P", "C4'", "O3'", "N1")):  # fmt: skip
+    def nucleotide(
+        self,
+        chain,
+        resseq,
+        k,
+        resname="G",
+        *,
+        y=-7.0,
+        het=False,
+        rna=True,
+        names=("P", "C4'", "O3'", "N1"),
+    ):
         """A nucleotide at position k: O3'(k) to P(k+1) is 1.6 Å."""
         x = 6.0 * k
-        where = {"P": (x, y, 0), "C4'": (x + 2, y, 0), "O3'": (x + 4.4, y, 0),
-                 "N1": (x + 2, y - 1.5, 0), "O2'": (x + 2, y + 1.2, 0)}  # fmt: skip
+        where = {
+            "P": (x, y, 0),
+            "C4'": (x + 2, y, 0),
+            "O3'": (x + 4.4, y, 0),
+            "N1": (x + 2, y - 1.5, 0),
+            "O2'": (x + 2, y + 1.2, 0),
+        }
         for name in (*names, "O2'") if rna else names:
             self.atom(chain, resseq, resname, name, where[name], het=het)
 
@@ -97,15 +138,21 @@ def brute_interface(path, protein, rna, cutoff):
     model = PDBParser(QUIET=True).get_structure("x", path)[0]
 
     def atoms(chain):
-        return [(chain, f"{r.id[1]}{r.id[2].strip()}", a.coord) for r in model[chain] for a in r
-                if r.id[0] != "W" and a.element != "H"]  # fmt: skip
+        return [
+            (chain, f"{r.id[1]}{r.id[2].strip()}", a.coord)
+            for r in model[chain]
+            for a in r
+            if r.id[0] != "W" and a.element != "H"
+        ]
 
     sides = [[a for c in protein for a in atoms(c)], [a for c in rna for a in atoms(c)]]
     xyz = [np.array([a[2] for a in side]) for side in sides]
     distance = np.linalg.norm(xyz[0][:, None] - xyz[1][None], axis=2)
     near = [distance.min(axis=1) <= cutoff, distance.min(axis=0) <= cutoff]
-    return [{a[:2] for a, hit in zip(side, hits, strict=True) if hit}
-            for side, hits in zip(sides, near, strict=True)]  # fmt: skip
+    return [
+        {a[:2] for a, hit in zip(side, hits, strict=True) if hit}
+        for side, hits in zip(sides, near, strict=True)
+    ]
 
 
 def check_patch(path, found, size):
@@ -273,8 +320,9 @@ def test_synthetic_interface_and_patch(tmp_path):
         found = interface(structure, "A", "B", cutoff=cutoff)
         expected = brute_interface(path, ["A"], ["B"], cutoff)
         assert set(found.residues) == expected[0] | expected[1]
-        assert list(found.residues) == sorted(found.residues, key=lambda r: (
-            r[0], structure.chains[r[0]].residue_ids.index(r[1])))  # fmt: skip
+        assert list(found.residues) == sorted(
+            found.residues, key=lambda r: (r[0], structure.chains[r[0]].residue_ids.index(r[1]))
+        )
     found = interface(structure, "A", "B")
     assert 0 < len(found.residues) < 13
     for size in (1, 3, 5, 12, 13, 40):
@@ -292,8 +340,11 @@ def test_crop_patch_real_large(affinity):
 def test_refusals(tmp_path):
     path = synthetic(tmp_path / "complex.pdb")
     structure = read_structure(path)
-    with pytest.raises(InputError, match=r"chain Z is not in .*chains present: A \(protein\), "
-                       r"B \(rna\), C \(dna\)") as error:  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"chain Z is not in .*chains present: A \(protein\), "
+        r"B \(rna\), C \(dna\)",
+    ) as error:
         interface(structure, "Z", "B")
     assert str(path) in str(error.value)
     with pytest.raises(InputError, match=r"chain B is rna, not protein"):
@@ -303,8 +354,11 @@ def test_refusals(tmp_path):
     with pytest.raises(InputError, match=r"chain A' is not in"):  # no copy of A to map it to
         interface(structure, "A'", "B")
     far = read_structure(synthetic(tmp_path / "apart.pdb", rna_y=-60.0))
-    with pytest.raises(InputError, match=r"apart\.pdb: no contact within 8\.0 Å between protein "
-                       r"chains A and RNA chains B"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"apart\.pdb: no contact within 8\.0 Å between protein "
+        r"chains A and RNA chains B",
+    ):
         interface(far, "A", "B")
     assert interface(far, "A", "B", cutoff=60.0).residues
     with pytest.raises(InputError, match="patch size"):
@@ -330,15 +384,19 @@ def test_coarse_grained_refused(tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "pattern"),
     [
-        ("bad.pdb", "ATOM      1  N   ALA A   1       1.000   2.000   3.000  1.00 20.00"
-         "           N\nATOM      2  CA  ALA A   1       x.xxx   2.000   3.000  1.00 20.00"
-         "           C\n", r"bad\.pdb:2: cannot be read as PDB: Invalid or missing coordinate"),
+        (
+            "bad.pdb",
+            "ATOM      1  N   ALA A   1       1.000   2.000   3.000  1.00 20.00"
+            "           N\nATOM      2  CA  ALA A   1       x.xxx   2.000   3.000  1.00 20.00"
+            "           C\n",
+            r"bad\.pdb:2: cannot be read as PDB: Invalid or missing coordinate",
+        ),
         ("empty.pdb", "HEADER    NOTHING HERE\n", r"empty\.pdb: no atom records"),
         ("bad.cif", "data_x\n_atom_site.id 1\n", r"bad\.cif: cannot be read as mmCIF"),
         ("plain.pdb.gz", "ATOM  \n", r"plain\.pdb\.gz: cannot be read as PDB"),
         ("model.txt", "ATOM  \n", r"model\.txt: structure files end in \.pdb, \.ent or \.cif"),
     ],
-)  # fmt: skip
+)
 def test_unreadable_files_refused(tmp_path, name, text, pattern):
     path = tmp_path / name
     path.write_text(text)

@@ -39,8 +39,13 @@ def test_efficiency_reads_every_manifest(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"seed": 0, "wall_time_s": 2.5, "epochs_run": 3, **fields}))
         manifests.append(path)
-    run_summary(metrics, manifests, tmp_path / "summary.tsv", tmp_path / "efficiency.tsv",
-                tmp_path / "comparison.tsv")  # fmt: skip
+    run_summary(
+        metrics,
+        manifests,
+        tmp_path / "summary.tsv",
+        tmp_path / "efficiency.tsv",
+        tmp_path / "comparison.tsv",
+    )
     table = pd.read_csv(tmp_path / "efficiency.tsv", sep="\t").set_index("method")
     assert table.trainable_fraction["lora"] == pytest.approx(0.1)
     assert table.trainable_parameters["rna"] == 50 and table.wall_time_s.tolist() == [2.5, 2.5]
@@ -51,26 +56,39 @@ def test_efficiency_reads_every_manifest(tmp_path):
 def test_lora_beside_copra_alone_merged_and_pruned():
     metrics = metrics_rows()
     merging = pd.DataFrame(
-        [("t", method, merge, weights, combination, split, metric, value)
-         for method, value in (("lora", 0.5), ("copra", 0.7))
-         for merge, weights in (("seeds", "1:1"), ("seeds", "1:2"), ("tasks", "1 each"))
-         for combination in ("exact", "linear", "ties")
-         for split, metric in (("test", "aupr"), ("valid", "aupr"), ("test", "mcc"))],
+        [
+            ("t", method, merge, weights, combination, split, metric, value)
+            for method, value in (("lora", 0.5), ("copra", 0.7))
+            for merge, weights in (("seeds", "1:1"), ("seeds", "1:2"), ("tasks", "1 each"))
+            for combination in ("exact", "linear", "ties")
+            for split, metric in (("test", "aupr"), ("valid", "aupr"), ("test", "mcc"))
+        ],
         columns=["task", "method", "merge", "weights", "combination", "split", "metric", "merged"],
-    )  # fmt: skip
+    )
     pruning = pd.DataFrame(
-        [("t", method, seed, scheme, amount, "test", "aupr", value + seed * 0.1)
-         for method, value in (("lora", 0.4), ("copra", 0.6)) for seed in (0, 1)
-         for scheme, amount in (("every_other", 0.5), ("magnitude_dw", 0.5),
-                                ("magnitude_dw", 0.9), ("none", 0.0))],
+        [
+            ("t", method, seed, scheme, amount, "test", "aupr", value + seed * 0.1)
+            for method, value in (("lora", 0.4), ("copra", 0.6))
+            for seed in (0, 1)
+            for scheme, amount in (
+                ("every_other", 0.5),
+                ("magnitude_dw", 0.5),
+                ("magnitude_dw", 0.9),
+                ("none", 0.0),
+            )
+        ],
         columns=["task", "method", "seed", "scheme", "amount", "split", "metric", "value"],
-    )  # fmt: skip
+    )
     table = comparison(metrics, merging, pruning).set_index("quantity")
     assert table.index.tolist() == [
-        "single task", "merged seeds 1:1 (exact)", "merged seeds 1:1 (linear)",
-        "merged tasks (exact)", "merged tasks (linear)", "pruned every other layer",
+        "single task",
+        "merged seeds 1:1 (exact)",
+        "merged seeds 1:1 (linear)",
+        "merged tasks (exact)",
+        "merged tasks (linear)",
+        "pruned every other layer",
         "pruned magnitude_dw 50%",
-    ]  # fmt: skip
+    ]
     assert table.lora["single task"] == pytest.approx(0.72)
     assert table.copra["merged tasks (exact)"] == pytest.approx(0.7)
     assert table.copra["pruned magnitude_dw 50%"] == pytest.approx(0.65)  # mean over seeds

@@ -475,8 +475,11 @@ def embedding_summary_inputs(wildcards):
     """A task's embeddings (complex tasks: per residue, with the chains they belong to)."""
     data = f"results/{wildcards.task}/data"
     if wildcards.task in COMPLEX_TASKS:
-        return {"embeddings": f"{data}/residue_embeddings.npz", "table": f"{data}/table.tsv",
-                "chains": f"{data}/chains.tsv"}  # fmt: skip
+        return {
+            "embeddings": f"{data}/residue_embeddings.npz",
+            "table": f"{data}/table.tsv",
+            "chains": f"{data}/chains.tsv",
+        }
     return {"embeddings": f"{data}/embeddings.npz", "table": f"{data}/table.tsv"}
 
 
@@ -484,8 +487,11 @@ def all_targets():
     targets = [
         *expand("results/{task}/data/summary.tsv", task=TASKS),
         # embeddings are summarised where the head baseline computes them anyway
-        *[f"results/{name}/data/embedding_summary.tsv" for name in TASKS
-          if "head" in task_methods(name)],  # fmt: skip
+        *[
+            f"results/{name}/data/embedding_summary.tsv"
+            for name in TASKS
+            if "head" in task_methods(name)
+        ],
         "results/metrics.tsv",
         "results/summary.tsv",
         "results/figures/metrics.png",
