@@ -1,351 +1,183 @@
 """The `copra` command line: one subcommand per pipeline step, each a thin call of a function.
 
-Bad input exits with status 2 and one message naming the file and record; nothing partial is left.
+Settings come from `--config-json` (the config sections a rule passes, or a config file), with the
+schema's defaults under them and any flag given over them. Bad input exits with status 2 and one
+message naming the file and record; nothing partial is left.
 """
 
 import argparse
-import dataclasses
-import importlib
-import json
 import logging
 import signal
 import sys
 from pathlib import Path
 
-from copra import config
+from copra import config, methods
+from copra import settings as s
 from copra.errors import InputError
+from copra.methods.head import HeadSettings
 
 log = logging.getLogger("copra")
+KINDS = ("sequence_classification", "sequence_regression", "pair_classification")
+COMPLEX_KIND = "complex_regression"
 
 
-def _add_settings(parser: argparse.ArgumentParser, settings_class, prefix: str = "") -> None:
-    """One `--<prefix>field-name` option per dataclass field, its default taken from the schema."""
-    if isinstance(parser, _Skipped):
-        return
-    defaults = settings_class()
-    for field in dataclasses.fields(settings_class):
-        flag = "--" + (prefix + field.name).replace("_", "-")
-        default = getattr(defaults, field.name)
-        if "list" in str(field.type):
-            item = int if field.name.startswith("layers") else type((default or [""])[0])
-            parser.add_argument(flag, type=item, nargs="+", default=default)
-        elif isinstance(default, bool):  # `--flag true|false`, as the workflow writes config values
-            parser.add_argument(flag, type=_boolean, default=default, metavar="{true,false}")
-        elif default is None:  # an optional number (e.g. merging's svd_rank)
-            parser.add_argument(flag, type=int, default=None)
-        else:
-            parser.add_argument(flag, type=type(default), default=default)
+# --- from arguments to settings ---------------------------------------------------------------
 
 
-def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value in ("true", "1", "yes")
+def _settings(args, cls, prefix: str = "", **values):
+    """`cls` from the config, overridden by its flags that were given and by `values`."""
+    return s.from_config(cls, args.config, **{**s.given(args, cls, prefix), **values})
 
 
-def _settings(args: argparse.Namespace, settings_class, prefix: str = ""):
-    names = [f.name for f in dataclasses.fields(settings_class)]
-    return settings_class(**{name: getattr(args, prefix + name) for name in names})
+def _model(args, **values) -> s.ModelSettings:
+    flags = {"name": args.model, "weights": args.weights, "seed": args.model_seed}
+    flags.update(weights_dir=args.weights_dir, download_url=args.download_url, **values)
+    return s.from_config(s.ModelSettings, args.config, **flags)
 
 
-def _config_snapshot(text: str | None) -> dict | None:
-    """The config given as a JSON string, recorded in manifests."""
-    return json.loads(text) if text else None
+def _task_name(args) -> str | None:
+    """The task the command is about: `--task`, or the only one of the config."""
+    tasks = args.config.get("tasks") or {}
+    if getattr(args, "task", None):
+        return args.task
+    if len(tasks) > 1:
+        raise InputError(f"the config has tasks {', '.join(tasks)}: name one with --task")
+    return next(iter(tasks), None)
 
 
-def _fractions(text: str) -> dict:
+def _task(args, **values) -> s.TaskSettings:
+    """The task's `tasks:` entry in the config, overridden by the task flags given."""
+    name = _task_name(args)
+    entry = (args.config.get("tasks") or {}).get(name, {})
+    flags = {
+        "kind": args.kind,
+        "multilabel": args.multilabel,
+        "label_separator": args.label_separator,
+    }
+    task = s.from_section(s.TaskSettings, entry, **flags, **values)
+    if task.kind is None:
+        raise InputError("no task kind: give --kind, or --config-json with the task's entry")
+    return task
+
+
+def _method(args):
+    """The method named by `--method` with its sections' settings (config, then flags)."""
+    cls = methods.get(args.method)
+    flags = {name: s.given(args, c, f"{name}_") for name, c in cls.sections.items()}
+    return cls.from_config(args.config, flags)
+
+
+def _columns(items: list[str]) -> dict | None:
+    pairs = dict(item.split("=", 1) for item in items)
+    return {k: int(v) if v.isdigit() else v for k, v in pairs.items()} or None
+
+
+def _fractions(text: str | None) -> dict | None:
+    if text is None:
+        return None
     parts = [float(p) for p in text.split(",")]
     if len(parts) != 3:
         raise InputError(f"--split-fractions takes train,valid,test (got {text!r})")
     return dict(zip(("train", "valid", "test"), parts, strict=True))
 
 
+# --- the subcommands ------------------------------------------------------------------------
+
+
 def cmd_demo_data(args):
     from copra.demo_data import write_demo_data
 
-    for path in write_demo_data(args.output_dir, args.sequences, args.seed, args.complexes):
+    demo = _settings(args, s.DemoSettings)
+    for path in write_demo_data(args.output_dir, demo.sequences, demo.seed, demo.complexes):
         log.info("wrote %s", path)
 
 
 def cmd_ingest(args):
-    from copra.complexes import KIND, ComplexSettings, run_ingest_complexes
+    from copra.complexes import run_ingest_complexes
     from copra.ingest import run_ingest
 
-    columns = dict(item.split("=", 1) for item in args.column)
-    columns = {k: int(v) if v.isdigit() else v for k, v in columns.items()}
-    if args.kind == KIND:
-        if not (args.structures and args.output_dir):
-            raise InputError(f"--kind {KIND} needs --structures and --output-dir")
-        task = {
-            "labels": args.labels,
-            "structures": args.structures,
-            "columns": columns,
-            "header": not args.no_header,
-            "mutations": args.mutations,
-        }
-        run_ingest_complexes(task, args.output_dir, _settings(args, ComplexSettings))
+    files = {"labels": args.labels, "sequences": args.sequences, "structures": args.structures}
+    columns, header = _columns(args.column), False if args.no_header else None
+    task = _task(args, **files, mutations=args.mutations, columns=columns, header=header)
+    if task.labels is None:
+        raise InputError("no label table: give --labels, or --config-json with the task's entry")
+    if task.kind == COMPLEX_KIND:
+        if not (task.structures and args.output_dir):
+            raise InputError(f"--kind {COMPLEX_KIND} needs --structures and --output-dir")
+        run_ingest_complexes(task, args.output_dir, _settings(args, s.ComplexSettings))
         return
     if not (args.table and args.sequence_table):
-        raise InputError(f"--kind {args.kind} needs --table and --sequence-table")
-    task = {
-        "kind": args.kind,
-        "labels": args.labels,
-        "sequences": args.sequences,
-        "columns": columns,
-        "header": not args.no_header,
-        "multilabel": args.multilabel,
-        "label_separator": args.label_separator,
-    }
-    run_ingest(
-        task, args.table, args.sequence_table, _fractions(args.split_fractions), args.split_seed
-    )
+        raise InputError(f"--kind {task.kind} needs --table and --sequence-table")
+    settings = _settings(args, s.IngestSettings, split_fractions=_fractions(args.split_fractions))
+    run_ingest(task, args.table, args.sequence_table, settings)
 
 
 def cmd_fetch_weights(args):
     from copra.weights import fetch_weights
 
-    path = fetch_weights(args.model, args.weights_dir, args.download_url)
-    log.info("weights of %s at %s", args.model, path)
+    model = _model(args)
+    path = fetch_weights(model.name, model.weights_dir, model.download_url)
+    log.info("weights of %s at %s", model.name, path)
 
 
-def _embedding_settings(args):
-    """Per-residue matrices cover whole chains (windows); pooled vectors follow the settings."""
-    from copra.embed import EmbeddingSettings
-
-    settings = _settings(args, EmbeddingSettings)
-    if args.per_residue:
-        return dataclasses.replace(settings, pooling="none", long_sequences="windows")
-    return settings
-
-
-def _embedding_backbone(args) -> tuple[str, str, dict]:
-    """Model, weights and the shared keyword arguments of the embedding commands (a `.pt`
-    model is a checkpoint file, named by its stem)."""
-    model, weights = args.model, args.weights
-    if model.endswith(".pt"):
-        model, weights = Path(model).stem, model
-    shared = {
-        "settings": _embedding_settings(args),
-        "seed": args.seed,
-        "weights_dir": args.weights_dir,
-        "download_url": args.download_url,
-    }
-    return model, weights, shared
+def _embedding(args) -> s.EmbeddingSettings:
+    """Per-residue matrices cover whole chains (windows); `--no-cache` neither reads nor writes."""
+    values = {"pooling": "none", "long_sequences": "windows"} if args.per_residue else {}
+    settings = _settings(args, s.EmbeddingSettings, **values)
+    return s.dataclasses.replace(settings, cache_dir=None) if args.no_cache else settings
 
 
 def cmd_embed(args):
-    from copra.embed import run_embed
+    from copra.embed import run_embed, run_embed_shard
 
-    model, weights, shared = _embedding_backbone(args)
-    run_embed(
-        model,
-        weights,
-        args.output,
-        fasta=args.fasta,
-        sequence_table=args.sequence_table,
-        cache_dir=None if args.no_cache else args.cache_dir,
-        **shared,
-    )
+    shared = {"model": _model(args), "settings": _embedding(args)}
+    if args.command == "embed-shard":
+        run_embed_shard(args.output, sequence_table=args.sequence_table, shard=args.shard, **shared)
+    else:
+        run_embed(args.output, fasta=args.fasta, sequence_table=args.sequence_table, **shared)
 
 
-def cmd_embed_shard(args):
-    from copra.embed import run_embed_shard
-
-    model, weights, shared = _embedding_backbone(args)
-    run_embed_shard(
-        model,
-        weights,
-        args.output,
-        sequence_table=args.sequence_table,
-        cache_dir=args.cache_dir,
-        shard=args.shard,
-        shards=args.shards,
-        **shared,
-    )
+def _snapshot(args) -> dict | None:
+    """The config a result was made with, recorded in its manifest."""
+    return args.config or None
 
 
-def cmd_train_head(args):
-    from copra.head_baseline import HeadSettings, run_head_baseline
+def _training(args, seed: int | None = None):
+    from copra.finetune import Training
 
-    run_head_baseline(
-        args.table,
-        args.embeddings,
-        args.output_dir,
-        kind=args.kind,
-        seed=args.seed,
-        multilabel=args.multilabel,
-        label_separator=args.label_separator,
-        settings=_settings(args, HeadSettings),
-        config_snapshot=_config_snapshot(args.config_json),
-    )
+    head = _settings(args, s.HeadArchitecture, "head_")
+    settings = _settings(args, s.FinetuneSettings)
+    seed = args.seed if seed is None else seed
+    return Training(_task(args), _method(args), seed, _model(args), settings, head)
 
 
-def _adapter_kwargs(args) -> dict:
-    """The LoRA and layer-dropping settings (methods lora and copra)."""
-    from copra.layer_drop import LayerDropSettings
-    from copra.lora import LoraSettings
+def _complex_training(args):
+    from copra.complex_training import ComplexTraining
 
-    return {
-        "lora": _settings(args, LoraSettings, "lora_"),
-        "layer_drop": _settings(args, LayerDropSettings, "layer_drop_"),
-    }
-
-
-def _adapter_options(parser) -> None:
-    if isinstance(parser, _Skipped):
-        return
-    from copra.layer_drop import LayerDropSettings
-    from copra.lora import LoraSettings
-
-    _add_settings(parser, LoraSettings, "lora_")
-    _add_settings(parser, LayerDropSettings, "layer_drop_")
-
-
-def _training_kwargs(args) -> dict:
-    """What fine-tuning and federated training share: the task, settings and config."""
-    from copra.finetune import FinetuneSettings
-
-    return {
-        "kind": args.kind,
-        "multilabel": args.multilabel,
-        "label_separator": args.label_separator,
-        "settings": _settings(args, FinetuneSettings),
-        **_adapter_kwargs(args),
-        "head": {name: getattr(args, f"head_{name}") for name in config.HEAD_ARCHITECTURE},
-        "config_snapshot": _config_snapshot(args.config_json),
-        **_model_kwargs(args),
-    }
-
-
-def cmd_finetune(args):
-    from copra.finetune import run_finetune
-
-    run_finetune(
-        args.table,
-        args.sequences,
-        args.output_dir,
-        method=args.method,
-        seed=args.seed,
-        download_url=args.download_url,
-        **_training_kwargs(args),
-    )
-
-
-def cmd_train_complex(args):
-    from copra.coformer import CoFormerSettings
-    from copra.complex_training import ComplexTrainingSettings, run_complex
-
-    run_complex(
-        args.data_dir,
-        args.output_dir,
-        method=args.method,
-        seed=args.seed,
-        folds=args.folds,
-        residue_embeddings=args.residue_embeddings,
-        download_url=args.download_url,
-        settings=_settings(args, ComplexTrainingSettings),
-        coformer=_settings(args, CoFormerSettings),
-        config_snapshot=_config_snapshot(args.config_json),
-        **_adapter_kwargs(args),
-        **_model_kwargs(args),
-    )
+    settings = [_settings(args, c) for c in (s.ComplexTrainingSettings, s.CoFormerSettings)]
+    return ComplexTraining(_method(args), args.seed, _model(args), *settings)
 
 
 def cmd_federate(args):
     from copra.federated import run_federated
 
-    run_federated(
-        args.table,
-        args.sequences,
-        args.output,
-        task=args.task,
-        method=args.method,
-        partition=args.partition,
-        aggregations=args.aggregations,
-        clients=args.clients,
-        rounds=args.rounds,
-        local_epochs=args.local_epochs,
-        dirichlet_alpha=args.dirichlet_alpha,
-        seed=args.seed,
-        **_training_kwargs(args),
-    )
+    federated = _settings(args, s.FederatedSettings)
+    training = _training(args, federated.seed)
+    run = {"task": _task_name(args), "partition": args.partition, "federated": federated}
+    paths = (args.table, args.sequences, args.output)
+    run_federated(*paths, training=training, config_snapshot=args.config or None, **run)
 
 
-def cmd_evaluate(args):
-    from copra.evaluate import run_evaluate
+def cmd_merge(args):
+    from copra.merging import merge_seeds, merge_tasks
 
-    run_evaluate(
-        args.predictions,
-        args.targets,
-        args.output,
-        task=args.task,
-        method=args.method,
-        seed=args.seed,
-        bootstrap=args.bootstrap,
-        bootstrap_seed=args.bootstrap_seed,
-    )
-
-
-def cmd_gather_metrics(args):
-    from copra.evaluate import gather_metrics
-
-    gather_metrics(args.inputs, args.output, _config_snapshot(args.config_json))
-
-
-def cmd_plot_metrics(args):
-    from copra.plots import plot_metrics
-
-    plot_metrics(args.metrics, args.output)
-
-
-def cmd_plot_training(args):
-    from copra.plots import plot_training_curves
-
-    plot_training_curves(args.logs, args.output)
-
-
-def cmd_data_summary(args):
-    from copra.data_summary import run_data_summary
-
-    run_data_summary(
-        args.task,
-        args.table,
-        args.sequences,
-        args.output,
-        args.figure,
-        kind=args.kind,
-        multilabel=args.multilabel,
-        separator=args.label_separator,
-    )
-
-
-def cmd_embedding_summary(args):
-    from copra.embedding_summary import run_embedding_summary
-
-    run_embedding_summary(
-        args.task,
-        args.embeddings,
-        args.table,
-        args.output,
-        args.figure,
-        kind=args.kind,
-        chains_path=args.chains,
-    )
-
-
-def cmd_summary(args):
-    from copra.summary import run_summary
-
-    run_summary(
-        args.metrics,
-        args.manifests,
-        args.output,
-        args.efficiency,
-        args.comparison,
-        args.merging,
-        args.pruning,
-    )
+    shared = {"settings": _settings(args, s.MergeSettings), "model": _model(args)}
+    shared["config_snapshot"] = args.config or None
+    if args.command == "merge-tasks":
+        tasks = {name: (run, table, sequences) for name, run, table, sequences in args.task}
+        merge_tasks(tasks, args.output, **shared)
+    else:
+        merge_seeds(args.runs, args.table, args.sequences, args.output, task=args.task, **shared)
 
 
 def cmd_reproduce(args):
@@ -355,106 +187,10 @@ def cmd_reproduce(args):
     if result.match:
         print(f"match: all {result.compared} metrics of {args.results} reproduced")
         return 0
-    print(
-        f"MISMATCH: {len(result.differing)} of {result.compared} metrics differ "
-        f"(listed in {Path(args.workdir) / 'reproduce.tsv'}):"
-    )
+    listed = Path(args.workdir) / "reproduce.tsv"
+    print(f"MISMATCH: {len(result.differing)} of {result.compared} metrics differ ({listed}):")
     print(result.differing.head(20).to_string(index=False))
     return 1
-
-
-def cmd_plot_complexes(args):
-    from copra.plots import plot_complexes
-
-    plot_complexes(args.predictions, args.output)
-
-
-def cmd_lmc(args):
-    from copra.lmc import run_lmc
-
-    run_lmc(
-        args.run_a,
-        args.run_b,
-        args.table,
-        args.sequences,
-        args.output,
-        task=args.task,
-        alphas=args.alphas,
-        **_model_kwargs(args),
-    )
-
-
-def cmd_merge(args):
-    from copra.merging import MergeSettings, merge_seeds
-
-    merge_seeds(
-        args.runs,
-        args.table,
-        args.sequences,
-        args.output,
-        task=args.task,
-        schemes=args.schemes,
-        combinations=args.combinations,
-        settings=_settings(args, MergeSettings),
-        config_snapshot=_config_snapshot(args.config_json),
-        **_model_kwargs(args),
-    )
-
-
-def cmd_merge_tasks(args):
-    from copra.merging import MergeSettings, merge_tasks
-
-    merge_tasks(
-        {name: (run, table, sequences) for name, run, table, sequences in args.task},
-        args.output,
-        weight=args.weight,
-        combinations=args.combinations,
-        settings=_settings(args, MergeSettings),
-        config_snapshot=_config_snapshot(args.config_json),
-        **_model_kwargs(args),
-    )
-
-
-def cmd_shapley(args):
-    from copra.shapley import ShapleySettings, run_shapley
-
-    run_shapley(
-        args.run,
-        args.table,
-        args.sequences,
-        args.output,
-        task=args.task,
-        settings=_settings(args, ShapleySettings),
-        **_model_kwargs(args),
-    )
-
-
-def cmd_pruning(args):
-    from copra.pruning import PruningSettings, run_pruning
-
-    run_pruning(
-        args.run,
-        args.table,
-        args.sequences,
-        args.output,
-        task=args.task,
-        shapley_path=args.shapley,
-        settings=_settings(args, PruningSettings),
-        **_model_kwargs(args),
-    )
-
-
-def cmd_prune(args):
-    from copra.pruning import prune_adapter
-
-    prune_adapter(
-        args.adapter,
-        args.output,
-        scheme=args.scheme,
-        amount=args.amount,
-        seed=args.seed,
-        shapley_path=args.shapley,
-    )
 
 
 def cmd_gather(args):
@@ -465,394 +201,319 @@ def cmd_gather(args):
     gather(args.inputs, args.output, args.figure, getattr(plots, f"plot_{args.module}"))
 
 
-def cmd_gather_lmc(args):
-    from copra.lmc import gather_lmc
+def _call(path: str, *positional: str, **keywords):
+    """A subcommand that calls `module:function` with `args.<name>` for each positional name;
+    a keyword's value is an attribute name of `args`, a settings class (built by `_settings`) or
+    a function of `args` (`_task`, `_model` ...)."""
 
-    gather_lmc(args.inputs, args.output, args.barriers, args.figure)
+    def command(args):
+        import importlib
+
+        def value(given):
+            if isinstance(given, str):
+                return getattr(args, given)
+            return _settings(args, given) if hasattr(given, "config_keys") else given(args)
+
+        module, function = path.split(":")
+        call = getattr(importlib.import_module(module), function)
+        call(*map(value, positional), **{k: value(v) for k, v in keywords.items()})
+
+    return command
 
 
-def _model_options(parser, seed_flag: str = "--seed"):
-    parser.add_argument(
-        "--model", default=config.default("model.name"), help="ESM-2 name or a .pt file"
+# --- the parser -----------------------------------------------------------------------------
+
+
+def _required(p, *options: str) -> None:
+    for option in options:
+        p.add_argument(option, required=True)
+
+
+def _model_options(p) -> None:
+    p.add_argument("--model", help="model.name: ESM-2 name or a fair-esm .pt file")
+    p.add_argument("--weights", help="model.weights: pretrained, random or a .pt path")
+    p.add_argument("--model-seed", type=int, help="model.seed: seed of random weights")
+    p.add_argument("--weights-dir", help="weights_dir: TORCH_HOME-style weights folder")
+    p.add_argument("--download-url", help="model.download_url")
+
+
+def _task_options(p, name_required: bool = False) -> None:
+    p.add_argument("--task", required=name_required, help="the task's name (its tasks: entry)")
+    p.add_argument("--kind", choices=[*KINDS, COMPLEX_KIND])
+    p.add_argument("--multilabel", nargs="?", const=True, type=s.boolean, metavar="{true,false}")
+    p.add_argument("--label-separator")
+
+
+def _method_options(p, choices: list[str]) -> None:
+    """`--method`, and the settings of every section the methods read (`--lora-rank` ...)."""
+    p.add_argument("--method", required=True, choices=choices)
+    for section, cls in methods.sections(*choices).items():
+        s.add_flags(p, cls, f"{section}_")
+
+
+def _training_options(p, choices: list[str]) -> None:
+    """The task, backbone, fine-tuning, method and head options of training."""
+    _task_options(p)
+    _model_options(p)
+    _required(p, "--table", "--sequences")
+    s.add_flags(p, s.FinetuneSettings)
+    _method_options(p, choices)
+    s.add_flags(p, s.HeadArchitecture, "head_")
+
+
+def _parsers(sub) -> None:
+    def add(name, func, help, config=True, **defaults):
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func, **defaults)
+        if config:
+            help = "config sections as JSON, or a YAML/JSON config file (flags override it)"
+            p.add_argument("--config-json", help=help)
+        return p
+
+    p = add("demo-data", cmd_demo_data, "write the bundled demo's FASTA and label files")
+    _required(p, "--output-dir")
+    s.add_flags(p, s.DemoSettings)
+
+    p = add("ingest", cmd_ingest, "check and normalize one task's FASTA and label table")
+    _task_options(p)
+    p.add_argument("--labels", help="the label table (tasks.<name>.labels)")
+    p.add_argument("--sequences", help="FASTA (omit when the table has a sequence column)")
+    p.add_argument("--column", action="append", default=[], metavar="CANONICAL=OWN")
+    p.add_argument("--no-header", action="store_true")
+    p.add_argument("--split-fractions", help="train,valid,test (ingest.split_fractions)")
+    s.add_flags(p, s.IngestSettings, skip=("split_fractions",))
+    p.add_argument("--table", help="the ingested table (sequence and pair tasks)")
+    p.add_argument("--sequence-table", help="the ingested sequence table")
+    p.add_argument("--structures", help="complex_regression: folder of structure files")
+    p.add_argument("--mutations", help="complex_regression: table pdb,mutation[,ddg]")
+    p.add_argument("--output-dir", help="complex_regression: folder of the ingested tables")
+    s.add_flags(p, s.ComplexSettings)
+
+    p = add("fetch-weights", cmd_fetch_weights, "download ESM-2 weights into a weights folder")
+    _model_options(p)
+
+    for name, help in (
+        ("embed", "mean-pooled embeddings of a FASTA or sequence table"),
+        ("embed-shard", "one shard of a sequence table into the cache"),
+    ):
+        p = add(name, cmd_embed, help)
+        _model_options(p)
+        p.add_argument("--output", required=True, help="embeddings (.npz); shards: a JSON record")
+        p.add_argument("--per-residue", action="store_true", help="a matrix per sequence")
+        p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+        s.add_flags(p, s.EmbeddingSettings, skip=() if name == "embed-shard" else ("shards",))
+        if name == "embed":
+            source = p.add_mutually_exclusive_group(required=True)
+            source.add_argument("--fasta")
+            source.add_argument("--sequence-table")
+        else:
+            _required(p, "--sequence-table")
+            p.add_argument("--shard", type=int, required=True, help="0-based")
+
+    train = _call(
+        "copra.head_baseline:run_head_baseline",
+        "table",
+        "embeddings",
+        "output_dir",
+        task=_task,
+        seed="seed",
+        settings=HeadSettings,
+        config_snapshot=_snapshot,
     )
-    parser.add_argument("--weights", default=config.default("model.weights"))
-    parser.add_argument(
-        seed_flag, type=int, default=config.default("model.seed"), help="seed of random weights"
+    p = add("train-head", train, "train the head baseline on cached embeddings")
+    _task_options(p)
+    _required(p, "--table", "--embeddings", "--output-dir")
+    p.add_argument("--seed", type=int, required=True)
+    s.add_flags(p, HeadSettings)
+
+    finetune = _call(
+        "copra.finetune:run_finetune",
+        "table",
+        "sequences",
+        "output_dir",
+        training=_training,
+        config_snapshot=_snapshot,
     )
-    parser.add_argument("--weights-dir", default=None, help="TORCH_HOME-style weights folder")
-    parser.add_argument("--download-url", default=config.default("model.download_url"))
+    p = add("finetune", finetune, "fine-tune the backbone with a method")
+    _training_options(p, methods.names(cached_embeddings=False))
+    p.add_argument("--seed", type=int, required=True, help="the run's seed")
+    _required(p, "--output-dir")
 
-
-def _model_kwargs(args) -> dict:
-    """The backbone of runs trained with `--model-seed`."""
-    return {
-        "model_name": args.model,
-        "weights": args.weights,
-        "model_seed": args.model_seed,
-        "weights_dir": args.weights_dir,
-    }
-
-
-def _task_options(parser):
-    parser.add_argument(
-        "--kind",
-        required=True,
-        choices=[
-            "sequence_classification",
-            "sequence_regression",
-            "pair_classification",
-            "complex_regression",
-        ],
+    train = _call(
+        "copra.complex_training:run_complex",
+        "data_dir",
+        "output_dir",
+        training=_complex_training,
+        residue_embeddings="residue_embeddings",
+        config_snapshot=_snapshot,
     )
-    parser.add_argument("--multilabel", action="store_true")
-    parser.add_argument("--label-separator", default=";")
+    p = add("train-complex", train, "cross-validate the protein-RNA affinity model")
+    _model_options(p)
+    _required(p, "--data-dir", "--output-dir")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--residue-embeddings", help="per-residue embeddings (cached methods)")
+    s.add_flags(p, s.ComplexTrainingSettings)
+    s.add_flags(p, s.CoFormerSettings)
+    _method_options(p, methods.names(complex_tasks=True))
 
+    p = add("federate", cmd_federate, "federated training of an adapter over clients of a task")
+    _training_options(p, methods.suited("federated"))
+    p.add_argument("--partition", required=True, choices=["iid", "dirichlet"])
+    s.add_flags(p, s.FederatedSettings)
+    _required(p, "--output")
 
-def _training_options(parser):
-    """The task, backbone, fine-tuning, LoRA, layer-dropping and head options of training."""
-    if isinstance(parser, _Skipped):
-        return
-    from copra.finetune import FinetuneSettings
+    paths = ("run_a", "run_b", "table", "sequences", "output")
+    lmc = _call("copra.lmc:run_lmc", *paths, task="task", settings=s.LmcSettings, model=_model)
+    p = add("lmc", lmc, "linear mode connectivity between two runs' adapters")
+    _model_options(p)
+    _required(p, "--run-a", "--run-b", "--table", "--sequences", "--task", "--output")
+    s.add_flags(p, s.LmcSettings)
 
-    _task_options(parser)
-    _model_options(parser, seed_flag="--model-seed")
-    parser.add_argument("--table", required=True)
-    parser.add_argument("--sequences", required=True, help="the task's sequence table from ingest")
-    parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
-    _add_settings(parser, FinetuneSettings)
-    _adapter_options(parser)
-    for name in config.HEAD_ARCHITECTURE:
-        default = config.default(f"head.{name}")
-        flag = f"--head-{name.replace('_', '-')}"
-        parser.add_argument(flag, type=type(default), default=default)
+    p = add("merge", cmd_merge, "merge seeds' adapters of one task with every method")
+    _model_options(p)
+    p.add_argument("--runs", nargs="+", required=True, help="results/<task>/<method>/seed<k>...")
+    _required(p, "--table", "--sequences", "--task", "--output")
+    s.add_flags(p, s.MergeSettings)
 
+    p = add("merge-tasks", cmd_merge, "merge one adapter per task into one backbone")
+    _model_options(p)
+    names = ("NAME", "RUN", "TABLE", "SEQUENCES")
+    p.add_argument("--task", nargs=4, action="append", required=True, metavar=names)
+    _required(p, "--output")
+    s.add_flags(p, s.MergeSettings)
 
-def _complex_options(parser):
-    """A complex task's ingested data, the method, and the model and training settings."""
-    if isinstance(parser, _Skipped):
-        return
-    from copra.coformer import CoFormerSettings
-    from copra.complex_training import METHODS, ComplexTrainingSettings
+    paths = ("run", "table", "sequences", "output")
+    for name, cls, extra, help in (
+        ("shapley", s.ShapleySettings, {}, "per-layer Shapley values of a run's adapter"),
+        (
+            "pruning",
+            s.PruningSettings,
+            {"shapley_path": "shapley"},
+            "a run's metric under every pruning scheme and amount",
+        ),
+    ):
+        run = _call(
+            f"copra.{name}:run_{name}", *paths, task="task", settings=cls, model=_model, **extra
+        )
+        p = add(name, run, help)
+        _model_options(p)
+        p.add_argument("--run", required=True, help="results/<task>/<method>/seed<k>")
+        _required(p, "--table", "--sequences", "--task", "--output")
+        s.add_flags(p, cls)
+        if name == "pruning":
+            p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
 
-    _model_options(parser, seed_flag="--model-seed")
-    parser.add_argument("--data-dir", required=True, help="results/<task>/data from ingest")
-    parser.add_argument("--method", required=True, choices=METHODS)
-    parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--folds", type=int, default=config.default("complex.folds"))
-    parser.add_argument("--residue-embeddings", help="per-residue embeddings (method head)")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
-    _add_settings(parser, ComplexTrainingSettings)
-    _add_settings(parser, CoFormerSettings)
-    _adapter_options(parser)
-
-
-def _run_options(parser):
-    """One trained run and its task's data."""
-    _model_options(parser, seed_flag="--model-seed")
-    parser.add_argument("--run", required=True, help="results/<task>/<method>/seed<k>")
-    parser.add_argument("--table", required=True)
-    parser.add_argument("--sequences", required=True)
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--output", required=True)
-
-
-def _merge_options(parser):
-    if isinstance(parser, _Skipped):
-        return
-    from copra.merging import COMBINATIONS, MergeSettings
-
-    _model_options(parser, seed_flag="--model-seed")
-    _add_settings(parser, MergeSettings)
-    parser.add_argument(
-        "--combinations",
-        nargs="+",
-        choices=COMBINATIONS,
-        default=config.default("merging.combinations"),
+    prune = _call(
+        "copra.pruning:prune_adapter",
+        "adapter",
+        "output",
+        scheme="scheme",
+        amount="amount",
+        seed="seed",
+        shapley_path="shapley",
     )
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
+    p = add("prune", prune, "write one pruned adapter in peft's format", config=False)
+    p.add_argument("--adapter", required=True, help="an adapter folder (adapter_config.json ...)")
+    p.add_argument("--scheme", required=True, help="one of the pruning.schemes")
+    help = "sparsity (magnitude schemes) or fraction of layers removed (ranked)"
+    p.add_argument("--amount", type=float, default=0.0, help=help)
+    p.add_argument("--seed", type=int, default=config.default("pruning.seed"))
+    p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
+    _required(p, "--output")
+
+    for module in ("merging", "federated", "shapley", "pruning"):
+        help = f"one {module} table and its figure"
+        p = add(f"gather-{module}", cmd_gather, help, config=False, module=module)
+        _required(p, "--output")
+        if module == "merging":  # one figure per task, in a folder
+            p.add_argument("--figures", dest="figure", required=True, help="folder of <task>.png")
+        else:
+            _required(p, "--figure")
+        p.add_argument("inputs", nargs="+")
+
+    gather_lmc = _call("copra.lmc:gather_lmc", "inputs", "output", "barriers", "figure")
+    p = add("gather-lmc", gather_lmc, "one LMC table, its barriers and the figure", config=False)
+    _required(p, "--output", "--barriers", "--figure")
+    p.add_argument("inputs", nargs="+")
+
+    evaluate = _call(
+        "copra.evaluate:run_evaluate",
+        "predictions",
+        "targets",
+        "output",
+        task="task",
+        method="method",
+        seed="seed",
+        settings=s.EvaluationSettings,
+    )
+    p = add("evaluate", evaluate, "metrics with bootstrap intervals of one run")
+    _required(p, "--predictions", "--targets", "--task", "--method", "--output")
+    p.add_argument("--seed", type=int, required=True, help="the run's seed")
+    s.add_flags(p, s.EvaluationSettings)
+
+    gather = _call("copra.evaluate:gather_metrics", "inputs", "output", "config")
+    p = add("gather-metrics", gather, "one metrics table from per-run tables (and the config)")
+    _required(p, "--output")
+    p.add_argument("inputs", nargs="*")
+
+    plot = _call("copra.plots:plot_metrics", "metrics", "output")
+    p = add("plot-metrics", plot, "bar chart of test metrics per task and method", config=False)
+    _required(p, "--metrics", "--output")
+
+    plot = _call("copra.plots:plot_training_curves", "logs", "output")
+    p = add("plot-training", plot, "training curves per task and method", config=False)
+    _required(p, "--output")
+    p.add_argument("logs", nargs="+", help="results/<task>/<method>/seed<k>/training_log.tsv")
+
+    paths = ("task", "table", "sequences", "output", "figure")
+    summary = _call("copra.data_summary:run_data_summary", *paths, task=_task)
+    p = add("data-summary", summary, "split sizes, labels, lengths, duplicates of a task")
+    _task_options(p, name_required=True)
+    _required(p, "--table", "--sequences", "--output", "--figure")
+
+    paths = ("task", "embeddings", "table", "output", "figure")
+    summary = _call(
+        "copra.embedding_summary:run_embedding_summary",
+        *paths,
+        kind=lambda args: _task(args).kind,
+        chains_path="chains",
+    )
+    p = add("embedding-summary", summary, "provenance, size and PCA map of embeddings")
+    _task_options(p, name_required=True)
+    p.add_argument("--embeddings", required=True, help="embeddings.npz or residue_embeddings.npz")
+    _required(p, "--table", "--output", "--figure")
+    p.add_argument("--chains", help="complex tasks: their chains.tsv")
+
+    names = ("metrics", "manifests", "output", "efficiency", "comparison", "merging", "pruning")
+    summary = _call("copra.summary:run_summary", *names)
+    p = add("summary", summary, "best method per task, and each method's cost", config=False)
+    _required(p, "--metrics", "--output", "--efficiency")
+    p.add_argument("--comparison", required=True, help="each method beside the one it refines")
+    p.add_argument("--merging", help="results/merging.tsv, when merging ran")
+    p.add_argument("--pruning", help="results/pruning.tsv, when pruning ran")
+    p.add_argument("manifests", nargs="+", help="results/<task>/<method>/seed<k>/manifest.json")
+
+    help = "rerun a finished run from its manifest and compare"
+    p = add("reproduce", cmd_reproduce, help, config=False)
+    p.add_argument("results", help="the run's results/ folder (with metrics.manifest.json)")
+    p.add_argument("--workdir", required=True, help="a fresh folder for the rerun")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--tolerance", type=float, default=0.0, help="largest accepted difference")
+
+    plot = _call("copra.plots:plot_complexes", "predictions", "output")
+    p = add("plot-complexes", plot, "predicted against measured dG and ddG", config=False)
+    _required(p, "--output")
+    p.add_argument("predictions", nargs="+", help="results/<task>/<method>/seed<k>/predictions.tsv")
 
 
-class _Skipped:
-    """Stands in for the parser of a subcommand that is not being run: takes every call and does
-    nothing, so its options (and the torch-heavy modules that define them) are never loaded."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: self
-
-
-class _OnlyOneSubcommand:
-    """`add_parser` that builds the one subcommand being run, and a bare entry (name and help,
-    for `copra --help`) for every other: each job starts in well under a second instead of ~5 s
-    of importing torch and peft for options it does not have."""
-
-    def __init__(self, subparsers, wanted: str | None):
-        self.subparsers, self.wanted = subparsers, wanted
-
-    def add_parser(self, name: str, **kwargs):
-        parser = self.subparsers.add_parser(name, **kwargs)
-        return parser if self.wanted in (None, name) else _Skipped()
-
-
-def _resolve(parser, path: str):
-    """`module:attribute`, imported only for a parser that is being built."""
-    if isinstance(parser, _Skipped):
-        return None
-    module, attribute = path.split(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-def _subcommand(argv) -> str | None:
-    """The subcommand named in `argv` (None: none yet, e.g. `copra --help`)."""
-    words = list(sys.argv[1:] if argv is None else argv)
-    while words and words[0].startswith("-"):
-        option = words.pop(0)
-        if option in ("-t", "--threads") and words:
-            words.pop(0)
-    return words[0] if words else None
-
-
-def build_parser(argv=None) -> argparse.ArgumentParser:
-    """The whole CLI; given `argv`, only its subcommand's options are built."""
+def build_parser() -> argparse.ArgumentParser:
+    """The whole CLI (light: no torch or peft until a subcommand runs)."""
     parser = argparse.ArgumentParser(prog="copra", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument(
         "-t", "--threads", type=int, help="CPU threads of torch (a job's share of the cores)"
     )
-    sub = _OnlyOneSubcommand(
-        parser.add_subparsers(dest="command", required=True), _subcommand(argv)
-    )
-
-    p = sub.add_parser("demo-data", help="write the bundled demo's FASTA and label files")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--sequences", type=int, default=config.default("demo.sequences"))
-    p.add_argument("--complexes", type=int, default=config.default("demo.complexes"))
-    p.add_argument("--seed", type=int, default=config.default("demo.seed"))
-    p.set_defaults(func=cmd_demo_data)
-
-    p = sub.add_parser("ingest", help="check and normalize one task's FASTA and label table")
-    _task_options(p)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--sequences", help="FASTA (omit when the table has a sequence column)")
-    p.add_argument("--column", action="append", default=[], metavar="CANONICAL=OWN")
-    p.add_argument("--no-header", action="store_true")
-    fractions = config.default("ingest.split_fractions")
-    p.add_argument(
-        "--split-fractions", default=",".join(str(fractions[k]) for k in ("train", "valid", "test"))
-    )
-    p.add_argument("--split-seed", type=int, default=config.default("ingest.split_seed"))
-    p.add_argument("--table")
-    p.add_argument("--sequence-table")
-    p.add_argument("--structures", help="complex_regression: folder of structure files")
-    p.add_argument("--mutations", help="complex_regression: table pdb,mutation[,ddg]")
-    p.add_argument("--output-dir", help="complex_regression: folder of the ingested tables")
-    _add_settings(p, _resolve(p, "copra.complexes:ComplexSettings"))
-    p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser("fetch-weights", help="download ESM-2 weights into a shared weights folder")
-    p.add_argument("--model", required=True)
-    p.add_argument("--weights-dir", default=config.default("weights_dir"))
-    p.add_argument("--download-url", default=config.default("model.download_url"))
-    p.set_defaults(func=cmd_fetch_weights)
-
-    p = sub.add_parser("embed", help="mean-pooled embeddings of a FASTA or sequence table")
-    _model_options(p)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--fasta")
-    source.add_argument("--sequence-table")
-    p.add_argument("--output", required=True)
-    p.add_argument("--cache-dir", default=config.default("embedding.cache_dir"))
-    p.add_argument(
-        "--no-cache", action="store_true", help="compute afresh; neither read nor write the cache"
-    )
-    p.add_argument(
-        "--per-residue", action="store_true", help="a matrix per sequence (complex tasks)"
-    )
-    _add_settings(p, _resolve(p, "copra.embed:EmbeddingSettings"))
-    p.set_defaults(func=cmd_embed)
-
-    p = sub.add_parser("embed-shard", help="one shard of a sequence table into the cache")
-    _model_options(p)
-    p.add_argument("--sequence-table", required=True)
-    p.add_argument("--shard", type=int, required=True, help="0-based")
-    p.add_argument("--shards", type=int, required=True)
-    p.add_argument("--output", required=True, help="a JSON record of the shard")
-    p.add_argument("--cache-dir", default=config.default("embedding.cache_dir"))
-    p.add_argument("--per-residue", action="store_true")
-    _add_settings(p, _resolve(p, "copra.embed:EmbeddingSettings"))
-    p.set_defaults(func=cmd_embed_shard)
-
-    p = sub.add_parser("train-head", help="train the head-only baseline on cached embeddings")
-    _task_options(p)
-    p.add_argument("--table", required=True)
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--config-json", help="config snapshot (JSON) to record in the manifest")
-    _add_settings(p, _resolve(p, "copra.head_baseline:HeadSettings"))
-    p.set_defaults(func=cmd_train_head)
-
-    p = sub.add_parser("finetune", help="fine-tune with LoRA, CopRA (layer dropping) or fully")
-    _training_options(p)
-    p.add_argument("--method", required=True, choices=["lora", "copra", "full"])
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--output-dir", required=True)
-    p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser("train-complex", help="cross-validate the protein-RNA affinity model")
-    _complex_options(p)
-    p.set_defaults(func=cmd_train_complex)
-
-    p = sub.add_parser("federate", help="federated LoRA or CopRA over clients of a task")
-    _training_options(p)
-    p.add_argument("--method", required=True, choices=["lora", "copra"])
-    p.add_argument("--task", required=True)
-    p.add_argument("--partition", required=True, choices=["iid", "dirichlet"])
-    p.add_argument("--aggregations", nargs="+", default=config.default("federated.aggregations"))
-    for name in ("clients", "rounds", "local_epochs", "dirichlet_alpha", "seed"):
-        default = config.default(f"federated.{name}")
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    p.add_argument("--output", required=True)
-    p.set_defaults(func=cmd_federate)
-
-    p = sub.add_parser("lmc", help="linear mode connectivity between two runs' adapters")
-    _model_options(p, seed_flag="--model-seed")
-    p.add_argument("--run-a", required=True, help="results/<task>/<method>/seed<a>")
-    p.add_argument("--run-b", required=True, help="results/<task>/<method>/seed<b>")
-    p.add_argument("--table", required=True)
-    p.add_argument("--sequences", required=True)
-    p.add_argument("--task", required=True)
-    p.add_argument("--alphas", type=int, default=config.default("lmc.alphas"))
-    p.add_argument("--output", required=True)
-    p.set_defaults(func=cmd_lmc)
-
-    p = sub.add_parser("merge", help="merge seeds' adapters of one task with every method")
-    _merge_options(p)
-    p.add_argument("--runs", nargs="+", required=True, help="results/<task>/<method>/seed<k>...")
-    p.add_argument("--table", required=True)
-    p.add_argument("--sequences", required=True)
-    p.add_argument("--task", required=True)
-    p.add_argument("--schemes", nargs="+", default=config.default("merging.schemes"))
-    p.set_defaults(func=cmd_merge)
-
-    p = sub.add_parser("merge-tasks", help="merge one adapter per task into one backbone")
-    _merge_options(p)
-    p.add_argument(
-        "--task",
-        nargs=4,
-        action="append",
-        required=True,
-        metavar=("NAME", "RUN", "TABLE", "SEQUENCES"),
-    )
-    p.add_argument("--weight", type=float, default=config.default("merging.multitask_weight"))
-    p.set_defaults(func=cmd_merge_tasks)
-
-    p = sub.add_parser("shapley", help="per-layer Shapley values of a run's adapter")
-    _run_options(p)
-    _add_settings(p, _resolve(p, "copra.shapley:ShapleySettings"))
-    p.set_defaults(func=cmd_shapley)
-
-    p = sub.add_parser("pruning", help="a run's metric under every pruning scheme and amount")
-    _run_options(p)
-    _add_settings(p, _resolve(p, "copra.pruning:PruningSettings"))
-    p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
-    p.set_defaults(func=cmd_pruning)
-
-    p = sub.add_parser("prune", help="write one pruned adapter in peft's format")
-    p.add_argument("--adapter", required=True, help="an adapter folder (adapter_config.json ...)")
-    p.add_argument("--scheme", required=True, choices=_resolve(p, "copra.pruning:SCHEMES"))
-    help_amount = "sparsity (magnitude schemes) or fraction of layers removed (ranked)"
-    p.add_argument("--amount", type=float, default=0.0, help=help_amount)
-    p.add_argument("--seed", type=int, default=config.default("pruning.seed"))
-    p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
-    p.add_argument("--output", required=True)
-    p.set_defaults(func=cmd_prune)
-
-    for module in ("merging", "federated", "shapley", "pruning"):
-        p = sub.add_parser(f"gather-{module}", help=f"one {module} table and its figure")
-        p.add_argument("--output", required=True)
-        if module == "merging":  # one figure per task, in a folder
-            p.add_argument("--figures", dest="figure", required=True, help="folder of <task>.png")
-        else:
-            p.add_argument("--figure", required=True)
-        p.add_argument("inputs", nargs="+")
-        p.set_defaults(func=cmd_gather, module=module)
-
-    p = sub.add_parser("gather-lmc", help="one LMC table, its barriers and the figure")
-    p.add_argument("--output", required=True)
-    p.add_argument("--barriers", required=True)
-    p.add_argument("--figure", required=True)
-    p.add_argument("inputs", nargs="+")
-    p.set_defaults(func=cmd_gather_lmc)
-
-    p = sub.add_parser("evaluate", help="metrics with bootstrap intervals of one run")
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--targets", required=True)
-    p.add_argument("--task", required=True)
-    p.add_argument("--method", required=True)
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--bootstrap", type=int, default=config.default("evaluation.bootstrap"))
-    p.add_argument("--bootstrap-seed", type=int, default=config.default("evaluation.seed"))
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("gather-metrics", help="one metrics table from per-run tables")
-    p.add_argument("--output", required=True)
-    p.add_argument("--config-json")
-    p.add_argument("inputs", nargs="*")
-    p.set_defaults(func=cmd_gather_metrics)
-
-    p = sub.add_parser("plot-metrics", help="bar chart of test metrics per task and method")
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--output", required=True)
-    p.set_defaults(func=cmd_plot_metrics)
-
-    p = sub.add_parser("plot-training", help="training curves per task and method")
-    p.add_argument("--output", required=True)
-    p.add_argument("logs", nargs="+", help="results/<task>/<method>/seed<k>/training_log.tsv")
-    p.set_defaults(func=cmd_plot_training)
-
-    p = sub.add_parser("data-summary", help="split sizes, labels, lengths, duplicates of a task")
-    _task_options(p)
-    p.add_argument("--task", required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--sequences", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--figure", required=True)
-    p.set_defaults(func=cmd_data_summary)
-
-    p = sub.add_parser("embedding-summary", help="provenance, size and PCA map of embeddings")
-    _task_options(p)
-    p.add_argument("--task", required=True)
-    p.add_argument("--embeddings", required=True, help="embeddings.npz or residue_embeddings.npz")
-    p.add_argument("--table", required=True)
-    p.add_argument("--chains", help="complex tasks: their chains.tsv")
-    p.add_argument("--output", required=True)
-    p.add_argument("--figure", required=True)
-    p.set_defaults(func=cmd_embedding_summary)
-
-    p = sub.add_parser("summary", help="best method per task, and each method's cost")
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--efficiency", required=True)
-    p.add_argument("--comparison", required=True, help="LoRA beside CopRA: alone, merged, pruned")
-    p.add_argument("--merging", help="results/merging.tsv, when merging ran")
-    p.add_argument("--pruning", help="results/pruning.tsv, when pruning ran")
-    p.add_argument("manifests", nargs="+", help="results/<task>/<method>/seed<k>/manifest.json")
-    p.set_defaults(func=cmd_summary)
-
-    p = sub.add_parser("reproduce", help="rerun a finished run from its manifest and compare")
-    p.add_argument("results", help="the run's results/ folder (with metrics.manifest.json)")
-    p.add_argument("--workdir", required=True, help="a fresh folder for the rerun")
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--tolerance", type=float, default=0.0, help="largest accepted difference")
-    p.set_defaults(func=cmd_reproduce)
-
-    p = sub.add_parser("plot-complexes", help="predicted against measured dG and ddG")
-    p.add_argument("--output", required=True)
-    p.add_argument("predictions", nargs="+", help="results/<task>/<method>/seed<k>/predictions.tsv")
-    p.set_defaults(func=cmd_plot_complexes)
+    _parsers(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -861,7 +522,7 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
-    args = build_parser(argv).parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -874,6 +535,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
+        args.config = s.read_config(getattr(args, "config_json", None))
         status = args.func(args)
     except InputError as error:
         print(f"copra: error: {error}", file=sys.stderr)

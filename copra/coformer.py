@@ -5,27 +5,13 @@ attention is biased per head by a pair representation of the binned distance bet
 tokens and their types; the pooling tokens' mean goes through an MLP to dG.
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from copra import config
+from copra.settings import CoFormerSettings
 
 POOL, PROTEIN, RNA = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class CoFormerSettings:
-    embed_dim: int = config.default("complex.embed_dim")
-    blocks: int = config.default("complex.blocks")
-    heads: int = config.default("complex.heads")
-    pair_dim: int = config.default("complex.pair_dim")
-    distance_bins: int = config.default("complex.distance_bins")
-    max_distance: float = config.default("complex.max_distance")
-    pool_tokens: int = config.default("complex.pool_tokens")
-    dropout: float = config.default("complex.dropout")
 
 
 class PairRepresentation(nn.Module):

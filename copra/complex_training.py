@@ -1,7 +1,8 @@
 """Training the protein-RNA affinity model (CoPRA) with K-fold cross-validation.
 
-Protein residues come from ESM-2: cached per-residue embeddings of the frozen backbone (`head`),
-or the backbone itself with LoRA (`lora`), LoRA with layer dropping (`copra`). Nucleotides come
+Protein residues come from ESM-2: cached per-residue embeddings of the frozen backbone (a method
+with `cached_embeddings`, `head`), or the backbone as a method adapts it (`lora`, `copra`: see
+copra/methods/), whose hooks take part in every step of every fold. Nucleotides come
 from an RNA encoder. Each fold trains a fresh model (fold k tests, fold k+1 validates and stops
 early); every complex is predicted once, by the model that never saw it. Mutations are scored
 as dG(mutant) - dG(wild type) by the same model.
@@ -19,39 +20,26 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from copra import config
+from copra import methods
 from copra.atomic import atomic_path, write_table, write_text
-from copra.backbone import load_backbone
-from copra.coformer import CoFormer, CoFormerSettings
+from copra.coformer import CoFormer
 from copra.complexes import mutant_sequences
 from copra.device import autocast, pick_device, precision
 from copra.early_stopping import EarlyStopping, check_converged
 from copra.embed import read_embeddings
 from copra.errors import InputError
 from copra.fast_esm import use_fused_attention
-from copra.layer_drop import LayerDropper, LayerDropSettings
-from copra.lora import LoraSettings, add_lora, lora_layers_by_block
+from copra.methods.base import Method
 from copra.metrics import compute_metrics
 from copra.provenance import write_manifest
 from copra.rna_encoders import rna_encoder
 from copra.sequences import sequence_hash
+from copra.settings import CoFormerSettings, ComplexTrainingSettings, ModelSettings
+from copra.tables import COMPLEX_KIND
 from copra.targets import Targets
 
 log = logging.getLogger(__name__)
-METHODS = ("head", "lora", "copra")
 DATA_FILES = ("table", "chains", "patches", "mutations")
-
-
-@dataclass(frozen=True)
-class ComplexTrainingSettings:
-    rna_encoder: str = config.default("complex.rna_encoder")
-    learning_rate: float = config.default("complex.learning_rate")
-    weight_decay: float = config.default("complex.weight_decay")
-    batch_size: int = config.default("complex.batch_size")
-    max_epochs: int = config.default("complex.max_epochs")
-    patience: int = config.default("complex.patience")
-    max_residues: int = config.default("complex.max_residues")
-    device: str = config.default("complex.device")
 
 
 @dataclass(frozen=True)
@@ -183,24 +171,24 @@ class ComplexRegressor(torch.nn.Module):
 class FoldRun:
     """The parts of one method's model that every fold builds afresh."""
 
-    method: str
+    method: Method
     settings: ComplexTrainingSettings
     coformer: CoFormerSettings
-    lora: LoraSettings
-    layer_drop: LayerDropSettings
-    backbone: object = None  # load_backbone's result (lora, copra)
-    cached: CachedResidues | None = None  # per-residue embeddings (head)
+    backbone: object = None  # load_backbone's result (methods that train through it)
+    cached: CachedResidues | None = None  # per-residue embeddings (cached_embeddings methods)
 
     def build(self, seed: int) -> ComplexRegressor:
         torch.manual_seed(seed)
-        if self.method == "head":
+        if self.method.cached_embeddings:
             return ComplexRegressor(self.cached, self.cached.dim, self.settings, self.coformer)
-        network = copy.deepcopy(self.backbone.model)
-        network = add_lora(network, self.lora, f"{self.backbone.name}@{self.backbone.weights_id}")
-        residues = BackboneResidues(
-            network, self.backbone.alphabet, self.backbone.num_layers, self.settings.max_residues
+        backbone = self.backbone
+        network = self.method.adapt(
+            copy.deepcopy(backbone.model), f"{backbone.name}@{backbone.weights_id}"
         )
-        return ComplexRegressor(residues, self.backbone.embed_dim, self.settings, self.coformer)
+        residues = BackboneResidues(
+            network, backbone.alphabet, backbone.num_layers, self.settings.max_residues
+        )
+        return ComplexRegressor(residues, backbone.embed_dim, self.settings, self.coformer)
 
 
 def predict(model, complexes: list[ComplexInput], batch_size: int, device) -> np.ndarray:
@@ -225,28 +213,26 @@ def train_fold(run: FoldRun, train, valid, targets: Targets, seed: int):
     )
     generator = torch.Generator().manual_seed(seed)
     steps = -(-len(train) // settings.batch_size)
-    dropper = None
-    if run.method == "copra":
-        blocks = lora_layers_by_block(model.residues.network)
-        dropper = LayerDropper(blocks, steps * settings.max_epochs, run.layer_drop, seed)
+    method = run.method.fresh()
+    method.start(model, steps * settings.max_epochs, seed)
     y_train = targets.encode(pd.Series([y for _, y in train]))
     stopping, best, history, step = EarlyStopping(settings.patience), None, [], 0
     for epoch in range(1, settings.max_epochs + 1):
         model.train()
         total = 0.0
         for rows in torch.randperm(len(train), generator=generator).split(settings.batch_size):
-            if dropper:
-                dropper.draw(step)
+            method.before_step(step)
             with autocast(device):
                 outputs = model([train[i][0] for i in rows.tolist()])
             loss = torch.nn.functional.mse_loss(outputs.float(), y_train[rows].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            method.after_backward(step)
             optimizer.step()
+            method.after_step(step)
             total += loss.item() * len(rows)
             step += 1
-        if dropper:
-            dropper.activate_all()
+        method.before_evaluation()
         scores = predict(model, [x for x, _ in valid], settings.batch_size, device)
         y_valid = np.array([y for _, y in valid])
         valid_loss = float(np.mean((scores - (y_valid - targets.mean) / targets.std) ** 2))
@@ -313,14 +299,14 @@ class CrossValidation:
     states: dict = field(default_factory=dict)  # trainable tensors, "fold<k>.<name>"
 
 
-def cross_validate(run: FoldRun, table, inputs, mutations, chains, folds: int, seed: int):
+def cross_validate(run: FoldRun, table, inputs, mutations, chains, seed: int):
     """Train and test every fold; each complex (and its mutations) scored by its test fold."""
     device = pick_device(run.settings.device)
     batch = run.settings.batch_size
     label = dict(zip(table.id, table.label.astype(float), strict=True))
     splits = ("test",) if (table.split == "cv").all() else ("valid", "test")
     results = CrossValidation()
-    for k, ids in enumerate(tqdm(fold_plan(table, folds), desc="folds")):
+    for k, ids in enumerate(tqdm(fold_plan(table, run.settings.folds), desc="folds")):
         part = {s: [(inputs[i], label[i]) for i in ids[s]] for s in ids}
         train_labels = pd.Series([y for _, y in part["train"]])
         targets = Targets.from_training("sequence_regression", train_labels)
@@ -352,46 +338,43 @@ def cross_validate(run: FoldRun, table, inputs, mutations, chains, folds: int, s
     return results
 
 
+@dataclass(frozen=True)
+class ComplexTraining:
+    """What one cross-validated run of a complex task is told."""
+
+    method: Method
+    seed: int
+    model: ModelSettings = field(default_factory=ModelSettings)
+    settings: ComplexTrainingSettings = field(default_factory=ComplexTrainingSettings)
+    coformer: CoFormerSettings = field(default_factory=CoFormerSettings)
+
+
 def run_complex(
     data_dir,
     out_dir,
-    *,
-    method: str,
-    seed: int,
-    folds: int = config.default("complex.folds"),
+    training: ComplexTraining,
     residue_embeddings=None,
-    model_name: str = config.default("model.name"),
-    weights: str = config.default("model.weights"),
-    model_seed: int = 0,
-    weights_dir=None,
-    download_url: str = config.default("model.download_url"),
-    settings: ComplexTrainingSettings = ComplexTrainingSettings(),
-    coformer: CoFormerSettings | None = None,
-    lora: LoraSettings | None = None,
-    layer_drop: LayerDropSettings | None = None,
     config_snapshot: dict | None = None,
 ) -> pd.DataFrame:
     """Cross-validate one method and seed on an ingested complex task; write the run folder."""
     started = time.time()
-    if method not in METHODS:
-        raise InputError(f"complex tasks train with {', '.join(METHODS)}, not {method!r}")
+    method = training.method
+    if not method.complex_tasks:
+        suited = ", ".join(methods.names(complex_tasks=True))
+        raise InputError(f"complex tasks train with {suited}, not {method.name!r}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    coformer, lora = coformer or CoFormerSettings(), lora or LoraSettings()
-    layer_drop = layer_drop or LayerDropSettings()
     table, inputs, mutations = read_complexes(data_dir)
     chains = pd.read_csv(data_dir / "chains.tsv", sep="\t", dtype={"id": str})
-    run = FoldRun(method, settings, coformer, lora, layer_drop)
-    if method == "head":
+    run = FoldRun(method, training.settings, training.coformer)
+    if method.cached_embeddings:
         if residue_embeddings is None:
-            raise InputError("method head needs the task's per-residue embeddings")
+            raise InputError(f"method {method.name} needs the task's per-residue embeddings")
         run.cached = CachedResidues(residue_embeddings)
     else:
-        run.backbone = load_backbone(
-            model_name, weights, seed=model_seed, weights_dir=weights_dir, download_url=download_url
-        )
-    results = cross_validate(run, table, inputs, mutations, chains, folds, seed)
+        run.backbone = training.model.load()
+    results = cross_validate(run, table, inputs, mutations, chains, training.seed)
     write_outputs(out_dir, results, table)
-    device = pick_device(settings.device)
+    device = pick_device(training.settings.device)
     backbone = (
         run.cached.metadata
         if run.cached
@@ -402,16 +385,15 @@ def run_complex(
         out_dir / "manifest.json",
         inputs=inputs + ([residue_embeddings] if residue_embeddings else []),
         config=config_snapshot,
-        method=method,
-        kind="complex_regression",
-        seed=seed,
+        method=method.name,
+        kind=COMPLEX_KIND,
+        seed=training.seed,
         folds=len(results.fold_metrics),
         fold_metrics=results.fold_metrics,
         backbone=backbone,
-        settings=asdict(settings),
-        coformer=asdict(coformer),
-        lora=asdict(lora) if method != "head" else None,
-        layer_drop=asdict(layer_drop) if method == "copra" else None,
+        settings=asdict(training.settings),
+        coformer=asdict(training.coformer),
+        **({} if method.cached_embeddings else method.settings_record()),
         trainable_parameters_per_fold=sum(
             v.numel() for k, v in results.states.items() if k.startswith("fold0.")
         ),

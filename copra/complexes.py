@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from copra import config
 from copra.atomic import write_table
 from copra.errors import InputError
 from copra.ingest import SPLITS, read_label_table
 from copra.provenance import write_manifest
 from copra.sequences import sequence_hash, write_fasta
+from copra.settings import ComplexSettings, TaskSettings
 from copra.structures import chain_fasta, crop_patch, interface, read_structure, resolve_chains
 from copra.tables import COMPLEX_KIND
 
@@ -52,17 +52,6 @@ MUTATION_COLUMNS = [
 MUTATION = re.compile(
     r"^(?P<chain>[^:\s]+):(?P<wild>[A-Z])(?P<number>-?\d+[A-Za-z]?)(?P<mutant>[A-Z])$"
 )
-
-
-@dataclass(frozen=True)
-class ComplexSettings:
-    """Structure ingest and fold settings (the `complex:` config section)."""
-
-    cutoff: float = config.default("complex.cutoff")
-    patch_residues: int = config.default("complex.patch_residues")
-    on_error: str = config.default("complex.on_error")
-    folds: int = config.default("complex.folds")
-    fold_seed: int = config.default("complex.fold_seed")
 
 
 @dataclass
@@ -294,9 +283,10 @@ def _folds(table, given: bool, path, settings: ComplexSettings) -> None:
 
 
 def ingest_complexes(
-    labels, structures, *, columns=None, header=True, mutations=None, settings=ComplexSettings()
+    labels, structures, *, columns=None, header=True, mutations=None, settings=None
 ) -> IngestedComplexes:
-    """Read, check and normalize one complex task."""
+    """Read, check and normalize one complex task (`settings`: ComplexSettings)."""
+    settings = settings or ComplexSettings()
     frame = read_label_table(labels, header)
     if frame.empty:
         raise InputError("label table has no rows", path=labels)
@@ -355,26 +345,28 @@ def ingest_complexes(
     )
 
 
-def run_ingest_complexes(task: dict, out_dir, settings: ComplexSettings) -> IngestedComplexes:
+def run_ingest_complexes(
+    task: TaskSettings, out_dir, settings: ComplexSettings
+) -> IngestedComplexes:
     """Ingest one complex task as configured and write its tables into `out_dir`."""
     ingested = ingest_complexes(
-        task["labels"],
-        task["structures"],
-        columns=task.get("columns"),
-        header=task.get("header", True),
-        mutations=task.get("mutations"),
+        task.labels,
+        task.structures,
+        columns=task.columns,
+        header=task.header,
+        mutations=task.mutations,
         settings=settings,
     )
     out_dir = Path(out_dir)
-    structures = [Path(task["structures"]) / name for name in ingested.table.file]
+    structures = [Path(task.structures) / name for name in ingested.table.file]
     write_manifest(
         out_dir / "manifest.json",
         inputs=[
-            task["labels"],
-            *([task["mutations"]] if task.get("mutations") else []),
+            task.labels,
+            *([task.mutations] if task.mutations else []),
             *structures,
         ],
-        config={"task": task, "complex": asdict(settings)},
+        config={"task": asdict(task), "complex": asdict(settings)},
         complexes=len(ingested.table),
         skipped=ingested.skipped.to_dict("records"),
     )

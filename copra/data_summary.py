@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 
 from copra.atomic import write_table  # noqa: E402
 from copra.plots import _save  # noqa: E402
+from copra.settings import TaskSettings  # noqa: E402
 from copra.tables import COMPLEX_KIND, PAIR_KIND, read_sequences, read_task_table  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -81,17 +82,10 @@ def cross_split_duplicates(table: pd.DataFrame, kind: str) -> list[tuple]:
 
 
 def run_data_summary(
-    task: str,
-    table_path,
-    sequences_path,
-    output,
-    figure,
-    *,
-    kind: str,
-    multilabel: bool = False,
-    separator: str = ";",
+    name: str, table_path, sequences_path, output, figure, *, task: TaskSettings
 ) -> pd.DataFrame:
-    """summary.tsv and a figure of one task's data; logs a warning per duplicated split."""
+    """summary.tsv and a figure of task `name`'s data; logs a warning per duplicated split."""
+    kind, multilabel, separator = task.kind, task.multilabel, task.label_separator
     table = read_task_table(table_path, "sequence_regression" if kind == COMPLEX_KIND else kind)
     lengths = {}  # complex tasks: their rows are complexes, not sequences
     if kind != COMPLEX_KIND:
@@ -102,11 +96,11 @@ def run_data_summary(
         if value:
             log.warning(
                 "%s: %d %s rows duplicate a training sequence (pairs: both sequences)",
-                task,
+                name,
                 value,
                 split,
             )
-    frame = pd.DataFrame([(task, *row) for row in rows], columns=COLUMNS)
+    frame = pd.DataFrame([(name, *row) for row in rows], columns=COLUMNS)
     write_table(output, frame)
     plot_data_summary(frame, figure)
     return frame

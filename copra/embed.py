@@ -15,29 +15,18 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from copra import config
 from copra.atomic import atomic_path
-from copra.backbone import Backbone, load_backbone
+from copra.backbone import Backbone
 from copra.device import autocast, pick_device, precision
 from copra.embedding_cache import EmbeddingCache
 from copra.errors import InputError
 from copra.fast_esm import representation
 from copra.sequences import read_fasta, sequence_hash
+from copra.settings import EmbeddingSettings, ModelSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EmbeddingSettings:
-    """How vectors are made; every field but batch_tokens and device is part of the cache key."""
-
-    layer: int = config.default("embedding.layer")
-    pooling: str = config.default("embedding.pooling")
-    long_sequences: str = config.default("embedding.long_sequences")
-    max_residues: int = config.default("embedding.max_residues")
-    window_stride: int = config.default("embedding.window_stride")
-    batch_tokens: int = config.default("embedding.batch_tokens")
-    device: str = config.default("embedding.device")
+# Settings that change how fast vectors are made, or where, but not the vectors.
+NOT_IN_CACHE_KEY = ("batch_tokens", "device", "cache_dir", "shards")
 
 
 @dataclass(frozen=True)
@@ -204,7 +193,7 @@ def embed_sequences(
 
 def cache_key(backbone: Backbone, settings: EmbeddingSettings) -> dict:
     """What makes two vectors of the same sequence interchangeable."""
-    key = {k: v for k, v in asdict(settings).items() if k not in ("batch_tokens", "device")}
+    key = {k: v for k, v in asdict(settings).items() if k not in NOT_IN_CACHE_KEY}
     if settings.long_sequences == "truncate":
         key.pop("window_stride")
     key["layer"] = resolve_layer(backbone, settings.layer)
@@ -240,13 +229,13 @@ class ShardWriter:
 
 
 def embed_unique(
-    backbone: Backbone, sequences: dict[str, str], settings: EmbeddingSettings, cache_dir, names
+    backbone: Backbone, sequences: dict[str, str], settings: EmbeddingSettings, names
 ) -> dict[str, np.ndarray]:
     """Vectors by sequence hash, computing only what the cache (if any) lacks."""
     found = {}
     cache = None
-    if cache_dir is not None:
-        cache = EmbeddingCache(cache_dir, cache_key(backbone, settings))
+    if settings.cache_dir is not None:
+        cache = EmbeddingCache(settings.cache_dir, cache_key(backbone, settings))
         found = cache.lookup(sequences)
     missing = [key for key in sequences if key not in found]
     log.info(
@@ -320,32 +309,23 @@ def shard_assignment(sequences: dict[str, str], shards: int) -> dict[str, int]:
 
 
 def run_embed_shard(
-    model: str,
-    weights: str,
-    output,
-    *,
-    sequence_table,
-    cache_dir,
-    shard: int,
-    shards: int,
-    settings: EmbeddingSettings = EmbeddingSettings(),
-    seed: int = config.default("model.seed"),
-    weights_dir=None,
-    download_url: str = config.default("model.download_url"),
+    output, *, model: ModelSettings, settings: EmbeddingSettings, sequence_table, shard: int
 ) -> None:
-    """Put one shard's sequences into the cache; `output` records what it found and computed."""
+    """Put shard `shard` (of settings.shards) of a sequence table's sequences into the cache;
+    `output` records what it found and computed."""
+    shards = settings.shards
     if not 0 <= shard < shards:
         raise InputError(f"shard {shard} is not one of 0..{shards - 1}")
+    if settings.cache_dir is None:
+        raise InputError("an embedding shard fills the cache: give embedding.cache_dir")
     ids, sequences = read_inputs(sequence_table=sequence_table)
     unique = {sequence_hash(s): s for s in sequences}
     assignment = shard_assignment(unique, shards)
     mine = {k: v for k, v in unique.items() if assignment[k] == shard}
-    backbone = load_backbone(
-        model, weights, seed=seed, weights_dir=weights_dir, download_url=download_url
-    )
-    cache = EmbeddingCache(cache_dir, cache_key(backbone, settings))
+    backbone = model.load()
+    cache = EmbeddingCache(settings.cache_dir, cache_key(backbone, settings))
     cached = len(cache.lookup(mine))
-    embed_unique(backbone, mine, settings, cache_dir, dict(zip(mine, mine, strict=True)))
+    embed_unique(backbone, mine, settings, dict(zip(mine, mine, strict=True)))
     record = {
         "shard": shard,
         "shards": shards,
@@ -360,29 +340,23 @@ def run_embed_shard(
 
 
 def run_embed(
-    model: str,
-    weights: str,
     output,
     *,
+    model: ModelSettings,
+    settings: EmbeddingSettings,
     fasta=None,
     sequence_table=None,
-    cache_dir=None,
-    settings: EmbeddingSettings = EmbeddingSettings(),
-    seed: int = config.default("model.seed"),
-    weights_dir=None,
-    download_url: str = config.default("model.download_url"),
 ) -> None:
-    """Embed a FASTA or sequence table into `output`; identical sequences are computed once."""
+    """Embed a FASTA or sequence table into `output` through the cache (settings.cache_dir; None:
+    none); identical sequences are computed once."""
     ids, sequences = read_inputs(fasta, sequence_table)
     hashes = [sequence_hash(s) for s in sequences]
     unique = dict(zip(hashes, sequences, strict=True))
     names = {}
     for name, key in zip(ids, hashes, strict=True):
         names.setdefault(key, name)
-    backbone = load_backbone(
-        model, weights, seed=seed, weights_dir=weights_dir, download_url=download_url
-    )
-    vectors = embed_unique(backbone, unique, settings, cache_dir, names)
+    backbone = model.load()
+    vectors = embed_unique(backbone, unique, settings, names)
     metadata = cache_key(backbone, settings)
     ordered = [vectors[k] for k in hashes]
     if settings.pooling != "none":

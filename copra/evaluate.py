@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from copra import config
 from copra.atomic import write_table
 from copra.metrics import bootstrap_intervals, compute_metrics
 from copra.provenance import write_manifest
+from copra.settings import EvaluationSettings
 from copra.targets import Targets
 
 COLUMNS = ["task", "method", "seed", "split", "metric", "value", "ci_low", "ci_high"]
@@ -22,10 +22,10 @@ def evaluate_predictions(
     task: str,
     method: str,
     seed: int,
-    bootstrap: int = config.default("evaluation.bootstrap"),
-    bootstrap_seed: int = config.default("evaluation.seed"),
+    settings: EvaluationSettings | None = None,
 ) -> pd.DataFrame:
     """Tidy metrics of one run's predictions on the valid, test and ddg splits (labelled rows)."""
+    settings = settings or EvaluationSettings()
     targets = Targets.from_json(Path(targets_path).read_text())
     label_type = float if targets.kind == "regression" else str
     predictions = pd.read_csv(predictions_path, sep="\t", dtype={"label": label_type})
@@ -39,7 +39,9 @@ def evaluate_predictions(
         if targets.kind == "regression":
             y = y * targets.std + targets.mean
         values = compute_metrics(y, scores, targets)
-        intervals = bootstrap_intervals(y, scores, targets, bootstrap, bootstrap_seed)
+        intervals = bootstrap_intervals(
+            y, scores, targets, settings.bootstrap, settings.bootstrap_seed
+        )
         for metric, value in values.items():
             low, high = intervals[metric]
             rows.append((task, method, seed, split, metric, value, low, high))

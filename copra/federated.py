@@ -20,24 +20,16 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from copra import methods
 from copra.atomic import write_table
-from copra.backbone import load_backbone
 from copra.device import pick_device, precision
 from copra.errors import InputError
-from copra.finetune import (
-    FinetuneSettings,
-    TaskData,
-    Trainer,
-    build_model,
-    read_training_task,
-    steps_per_epoch,
-    task_data,
-    training_defaults,
-)
-from copra.layer_drop import LayerDropSettings
-from copra.lora import LoraSettings, wrapped_module_names
+from copra.finetune import Trainer, Training, read_training_task, steps_per_epoch
+from copra.lora import wrapped_module_names
 from copra.provenance import write_manifest
+from copra.settings import FederatedSettings
 from copra.targets import Targets
+from copra.task_data import TaskData, task_data
 
 log = logging.getLogger(__name__)
 COLUMNS = [
@@ -51,7 +43,6 @@ COLUMNS = [
     "metric",
     "value",
 ]
-METHODS = ("lora", "copra")
 PARTITIONS = ("iid", "dirichlet")
 AGGREGATIONS = ("fedavg", "exact", "ffa")
 SPLITS = ("valid", "test")
@@ -211,28 +202,23 @@ class Federation:
     """One federated experiment: clients' data, settings, and how the global model is built."""
 
     task: str
-    kind: str
-    method: str
+    training: Training
+    federated: FederatedSettings
     partition: str
     targets: Targets
-    settings: FinetuneSettings
-    lora: LoraSettings
-    layer_drop: LayerDropSettings
-    head: dict
-    backbone: dict  # load_backbone's arguments
-    seed: int
-    rounds: int
-    local_epochs: int
     clients: list[TaskData]
     evaluation: dict[str, TaskData]
     weights_id: str = ""
 
     def initial_model(self):
         """The round-0 global model, seeded and built afresh in run_finetune's order."""
-        torch.manual_seed(self.seed)
-        backbone = load_backbone(**self.backbone)
+        torch.manual_seed(self.federated.seed)
+        backbone = self.training.model.load()
         self.weights_id = backbone.weights_id
-        return build_model(self.method, backbone, self.targets, self.kind, self.lora, self.head)
+        task = self.training.task
+        return self.training.method.build(
+            backbone, self.targets.out_dim, task.kind, self.training.head
+        )
 
     @property
     def weights(self) -> list[float]:
@@ -242,36 +228,40 @@ class Federation:
     @property
     def client_seeds(self) -> list[int]:
         """Client k trains with seed + 1000 k (client 0 with the run's seed)."""
-        return [self.seed + CLIENT_SEED_STRIDE * k for k in range(len(self.clients))]
+        return [self.federated.seed + CLIENT_SEED_STRIDE * k for k in range(len(self.clients))]
 
     @property
     def steps_per_epoch(self) -> list[int]:
-        return [steps_per_epoch(len(c.sequences), self.settings) for c in self.clients]
+        return [steps_per_epoch(len(c.sequences), self.training.settings) for c in self.clients]
 
     @property
     def total_steps(self) -> list[int]:
-        """Each client's optimizer steps over all rounds: its LR and layer-dropping schedules."""
-        return [steps * self.local_epochs * self.rounds for steps in self.steps_per_epoch]
+        """Each client's optimizer steps over all rounds: its LR and method schedules."""
+        epochs = self.federated.local_epochs * self.federated.rounds
+        return [steps * epochs for steps in self.steps_per_epoch]
 
     def trainers(self, model) -> list[Trainer]:
-        """One trainer per client, each with its own optimizer, generator and schedules."""
-        schedule = replace(self.settings, max_epochs=self.local_epochs * self.rounds)
+        """One trainer per client, each with its own optimizer, generator, schedule and method."""
+        epochs = self.federated.local_epochs * self.federated.rounds
+        schedule = replace(self.training.settings, max_epochs=epochs)
+        method = self.training.method
         return [
-            Trainer(model, self.method, self.targets, schedule, seed, steps, self.layer_drop)
+            Trainer(model, method, self.targets, schedule, seed, steps)
             for seed, steps in zip(self.client_seeds, self.steps_per_epoch, strict=True)
         ]
 
     def local_training(self, trainer: Trainer, data: TaskData, state: dict, names) -> dict:
         """The client's state after `local_epochs` epochs from the global `state`."""
         trainer.model.load_state_dict(state, strict=False)
-        for _ in range(self.local_epochs):
+        for _ in range(self.federated.local_epochs):
             trainer.train_epoch(data)
             trainer.epoch += 1
         return read_state(trainer.model, names)
 
     def rows(self, aggregation: str, round_: int, scores: dict) -> list[tuple]:
         """Table rows of {split: {metric: value}}."""
-        key = (self.task, self.method, self.partition, aggregation, len(self.clients), round_)
+        method = self.training.method.name
+        key = (self.task, method, self.partition, aggregation, len(self.clients), round_)
         return [
             (*key, split, metric, value)
             for split, values in scores.items()
@@ -279,7 +269,7 @@ class Federation:
         ]
 
     def evaluate(self, trainer: Trainer) -> dict[str, dict[str, float]]:
-        """Loss and primary metric of the global model (every layer active) on valid and test."""
+        """Loss and primary metric of the global model (as it is saved) on valid and test."""
         scores = {split: trainer.validate(self.evaluation[split]) for split in SPLITS}
         metric = self.targets.primary_metric
         return {split: {"loss": loss, metric: value} for split, (loss, value) in scores.items()}
@@ -293,8 +283,9 @@ class Federation:
         layout = Layout.of(model)
         state = read_state(model, layout.names)
         rows = self.rows(aggregation, 0, self.evaluate(trainers[0]))
-        desc = f"{self.task} {self.method} {aggregation}"
-        for round_ in tqdm(range(1, self.rounds + 1), desc=desc, mininterval=10):
+        rounds = self.federated.rounds
+        desc = f"{self.task} {self.training.method.name} {aggregation}"
+        for round_ in tqdm(range(1, rounds + 1), desc=desc, mininterval=10):
             states = [
                 self.local_training(t, data, state, layout.names)
                 for t, data in zip(trainers, self.clients, strict=True)
@@ -310,29 +301,27 @@ class Federation:
                 "%s round %d/%d: valid %s, aggregation error %.3g",
                 aggregation,
                 round_,
-                self.rounds,
+                rounds,
                 valid,
                 error,
             )
         return rows
 
 
-def check_choices(method: str, partition: str, aggregations: list[str], numbers: dict) -> None:
+def check_choices(method: str, partition: str, federated: FederatedSettings) -> None:
     """Refuse unknown names and non-positive counts before anything is loaded."""
-    if method not in METHODS:
-        raise InputError(
-            f"federated method {method!r} is not one of {', '.join(METHODS)} "
-            "(federated training aggregates LoRA adapters)"
-        )
+    methods.require(method, "federated")
     if partition not in PARTITIONS:
         raise InputError(f"partition {partition!r} is not one of {', '.join(PARTITIONS)}")
+    aggregations = federated.aggregations
     unknown = [a for a in aggregations if a not in AGGREGATIONS]
     if unknown or not aggregations or len(set(aggregations)) < len(aggregations):
         raise InputError(
             f"aggregations {list(aggregations)} must be distinct names from "
             f"{', '.join(AGGREGATIONS)} (at least one)"
         )
-    for name, value in numbers.items():
+    for name in ("clients", "rounds", "local_epochs", "dirichlet_alpha"):
+        value = getattr(federated, name)
         if not value > 0:
             raise InputError(f"{name} is {value}; it must be positive")
 
@@ -343,101 +332,67 @@ def run_federated(
     output,
     *,
     task: str,
-    kind: str,
-    method: str,
+    training: Training,
+    federated: FederatedSettings,
     partition: str,
-    aggregations: list[str],
-    clients: int,
-    rounds: int,
-    local_epochs: int,
-    dirichlet_alpha: float,
-    seed: int,
-    model_name: str,
-    weights: str,
-    model_seed: int = 0,
-    weights_dir=None,
-    multilabel: bool = False,
-    label_separator: str = ";",
-    settings: FinetuneSettings | None = None,
-    lora: LoraSettings | None = None,
-    layer_drop: LayerDropSettings | None = None,
-    head: dict | None = None,
     config_snapshot: dict | None = None,
 ) -> pd.DataFrame:
     """Federated training of one task with each aggregation; write the tidy table and manifest.
 
-    `settings.max_epochs` and `patience` do not apply: clients train `local_epochs` per round.
+    `training.settings.max_epochs` and `patience` do not apply: clients train `local_epochs`
+    per round. `federated.seed` seeds the partition, the global model and client 0 (client k:
+    seed + 1000 k); `training.seed` is not read.
     """
     started = time.time()
-    counts = {
-        "clients": clients,
-        "rounds": rounds,
-        "local_epochs": local_epochs,
-        "dirichlet_alpha": dirichlet_alpha,
-    }
-    check_choices(method, partition, aggregations, counts)
-    settings, lora, layer_drop, head = training_defaults(settings, lora, layer_drop, head)
-    table, sequences, targets = read_training_task(
-        table_path, sequences_path, kind, multilabel, label_separator
-    )
+    check_choices(training.method.name, partition, federated)
+    table, sequences, targets = read_training_task(table_path, sequences_path, training.task)
+    kind = training.task.kind
     data = {
         s: task_data(table[table.split == s], sequences, kind, targets) for s in ("train", *SPLITS)
     }
     classes = row_classes(table[table.split == "train"]["label"], targets)
-    parts = partition_clients(classes, clients, partition, dirichlet_alpha, seed)
-    backbone = {
-        "name": model_name,
-        "weights": weights,
-        "seed": model_seed,
-        "weights_dir": weights_dir,
-    }
+    parts = partition_clients(
+        classes, federated.clients, partition, federated.dirichlet_alpha, federated.seed
+    )
     federation = Federation(
         task,
-        kind,
-        method,
+        training,
+        federated,
         partition,
         targets,
-        settings,
-        lora,
-        layer_drop,
-        head,
-        backbone,
-        seed,
-        rounds,
-        local_epochs,
         [subset(data["train"], rows) for rows in parts],
         {s: data[s] for s in SPLITS},
     )
-    rows = [row for aggregation in aggregations for row in federation.run(aggregation)]
+    rows = [row for aggregation in federated.aggregations for row in federation.run(aggregation)]
     result = pd.DataFrame(rows, columns=COLUMNS)
     output = Path(output)
     write_table(output, result)
-    device = pick_device(settings.device)
+    device = pick_device(training.settings.device)
+    model = training.model
     write_manifest(
         output.with_name(f"{output.stem}.manifest.json"),
         inputs=[table_path, sequences_path],
         config=config_snapshot,
         task=task,
         kind=kind,
-        method=method,
-        seed=seed,
+        method=training.method.name,
+        seed=federated.seed,
         client_seeds=federation.client_seeds,
         client_total_steps=federation.total_steps,
         partition=partition,
-        dirichlet_alpha=dirichlet_alpha if partition == "dirichlet" else None,
-        aggregations=list(aggregations),
-        clients=clients,
-        rounds=rounds,
-        local_epochs=local_epochs,
+        dirichlet_alpha=federated.dirichlet_alpha if partition == "dirichlet" else None,
+        aggregations=list(federated.aggregations),
+        clients=federated.clients,
+        rounds=federated.rounds,
+        local_epochs=federated.local_epochs,
         partition_sizes=[len(rows) for rows in parts],
         partition_classes=[class_counts(classes[rows]) for rows in parts],
-        backbone={"name": model_name, "weights": federation.weights_id, "seed": model_seed},
-        head=head,
+        backbone={"name": model.name, "weights": federation.weights_id, "seed": model.seed},
+        head=asdict(training.head),
         device=str(device),
         precision=precision(device),
-        settings=asdict(settings),
-        lora=asdict(lora),
-        layer_drop=asdict(layer_drop) if method == "copra" else None,
+        settings=asdict(training.settings),
+        **training.method.settings_record(),
         wall_time_s=round(time.time() - started, 3),
     )
     return result

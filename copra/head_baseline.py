@@ -7,7 +7,7 @@ the training log and a manifest into one run folder.
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +16,18 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from copra import config
 from copra.atomic import atomic_path, write_table, write_text
 from copra.early_stopping import EarlyStopping, check_converged
 from copra.embed import read_embeddings
+from copra.methods.head import Head, HeadSettings
 from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
+from copra.settings import TaskSettings
 from copra.tables import PAIR_KIND, read_task_table, write_predictions
 from copra.targets import Targets
 from copra.task_head import TaskHead, combine_pair, combined_dim
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    hidden: int = config.default("head.hidden")
-    dropout: float = config.default("head.dropout")
-    pair_combination: str = config.default("head.pair_combination")
-    learning_rate: float = config.default("head.learning_rate")
-    weight_decay: float = config.default("head.weight_decay")
-    batch_size: int = config.default("head.batch_size")
-    max_epochs: int = config.default("head.max_epochs")
-    patience: int = config.default("head.patience")
 
 
 class StandardizedHead(torch.nn.Module):
@@ -124,21 +113,21 @@ def run_head_baseline(
     embeddings_path,
     out_dir,
     *,
-    kind: str,
+    task: TaskSettings,
     seed: int,
-    multilabel: bool = False,
-    label_separator: str = ";",
-    settings: HeadSettings = HeadSettings(),
+    settings: HeadSettings | None = None,
     config_snapshot: dict | None = None,
 ) -> None:
     """Train the head of one task and seed; write the run folder."""
     started = time.time()
     out_dir = Path(out_dir)
+    settings = settings or HeadSettings()
+    kind = task.kind
     table = read_task_table(table_path, kind)
     ids, matrix, embedding_meta = read_embeddings(embeddings_path)
     vectors = dict(zip(ids, matrix, strict=True))
     train, valid = table[table.split == "train"], table[table.split == "valid"]
-    targets = Targets.from_training(kind, train["label"], multilabel, label_separator)
+    targets = Targets.from_training(kind, train["label"], task.multilabel, task.label_separator)
     how = settings.pair_combination
     x = {
         name: features(part, vectors, kind, how)
@@ -160,12 +149,12 @@ def run_head_baseline(
         out_dir / "manifest.json",
         inputs=[table_path, embeddings_path],
         config=config_snapshot,
-        method="head",
+        method=Head.name,
         seed=seed,
         embedding=embedding_meta,
         head={
             "in_dim": combined_dim(matrix.shape[1], how) if kind == PAIR_KIND else matrix.shape[1],
-            **settings.__dict__,
+            **asdict(settings),
         },
         trainable_parameters=sum(p.numel() for p in model.parameters()),
         epochs_run=len(history),

@@ -11,6 +11,7 @@ import pandas as pd
 from copra.atomic import write_table
 from copra.errors import InputError
 from copra.sequences import clean_sequence, read_fasta, sequence_hash
+from copra.settings import IngestSettings, TaskSettings
 from copra.tables import PAIR_KIND
 
 SPLITS = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
@@ -176,19 +177,14 @@ class SequenceResolver:
         ]
 
 
-def ingest_task(
-    kind: str,
-    labels,
-    sequences=None,
-    *,
-    columns: dict | None = None,
-    header: bool = True,
-    multilabel: bool = False,
-    label_separator: str = ";",
-    split_fractions: dict,
-    split_seed: int,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest_task(task: TaskSettings, settings: IngestSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read, check and normalize one task; returns (table, sequence table)."""
+    kind, labels, multilabel, label_separator = (
+        task.kind,
+        task.labels,
+        task.multilabel,
+        task.label_separator,
+    )
     if kind not in KINDS:
         raise InputError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
     if multilabel and kind != "sequence_classification":
@@ -197,12 +193,12 @@ def ingest_task(
             "predict several classes for a task that has none",
             path=labels,
         )
-    frame = read_label_table(labels, header)
+    frame = read_label_table(labels, task.header)
     if frame.empty:
         raise InputError("label table has no rows", path=labels)
-    found = _canonical_columns(kind, frame, columns or {}, labels)
+    found = _canonical_columns(kind, frame, task.columns or {}, labels)
     lines = frame["_line"]
-    resolver = SequenceResolver(sequences)
+    resolver = SequenceResolver(task.sequences)
     table = pd.DataFrame({"_line": lines})
     if kind == PAIR_KIND:
         for side in ("a", "b"):
@@ -219,7 +215,7 @@ def ingest_task(
         kind, frame[found["label"]], lines, labels, multilabel, label_separator
     )
     table["split"] = _parse_splits(
-        frame, found.get("split"), lines, labels, split_fractions, split_seed
+        frame, found.get("split"), lines, labels, settings.split_fractions, settings.split_seed
     )
     for split in ("train", "valid"):
         if not (table["split"] == split).any():
@@ -238,20 +234,8 @@ def ingest_task(
     return table[[*keys, "label", "split"]], seq_table
 
 
-def run_ingest(
-    task: dict, out_table, out_sequences, split_fractions: dict, split_seed: int
-) -> None:
+def run_ingest(task: TaskSettings, out_table, out_sequences, settings: IngestSettings) -> None:
     """Ingest one task as configured (a `tasks:` entry) and write both tables atomically."""
-    table, seq_table = ingest_task(
-        task["kind"],
-        task["labels"],
-        task.get("sequences"),
-        columns=task.get("columns"),
-        header=task.get("header", True),
-        multilabel=task.get("multilabel", False),
-        label_separator=task.get("label_separator", ";"),
-        split_fractions=split_fractions,
-        split_seed=split_seed,
-    )
+    table, seq_table = ingest_task(task, settings)
     write_table(out_sequences, seq_table)
     write_table(out_table, table)

@@ -1,25 +1,17 @@
-"""CopRA: progressive random layer dropping over peft's LoRA layers.
+"""Progressive random layer dropping over peft's LoRA layers (method `copra`, copra/methods/).
 
 Each transformer block is one player: per optimizer step, one Bernoulli draw switches all of that
 block's LoRA modules on or off. A dropped block returns its base output only, with no rescaling.
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from copra import config
+from copra.methods.layer_drop import LayerDropSettings
 
 SCHEDULES = ("linear", "exponential", "sine")
 MAX_REDRAWS = 1000
-
-
-@dataclass(frozen=True)
-class LayerDropSettings:
-    p0: float = config.default("layer_drop.p0")
-    stage1_fraction: float = config.default("layer_drop.stage1_fraction")
-    schedule: str = config.default("layer_drop.schedule")
 
 
 def activation_probability(step: int, total_steps: int, settings: LayerDropSettings) -> float:

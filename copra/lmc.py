@@ -19,17 +19,14 @@ from copra.adapter_algebra import (
     with_adapter,
 )
 from copra.atomic import write_table
-from copra.backbone import load_backbone
-from copra.device import pick_device
 from copra.errors import InputError
-from copra.finetune import Batcher, score_split, task_data
-from copra.tables import concat_tables, read_sequences, read_task_table
-from copra.trained_run import TrainedRun
+from copra.settings import LmcSettings, ModelSettings
+from copra.tables import concat_tables
+from copra.trained_run import Scorer, open_runs, shared_backbone
 
 log = logging.getLogger(__name__)
 COLUMNS = ["task", "method", "seed_a", "seed_b", "path", "alpha", "split", "metric", "value"]
 PATHS = ("product", "factors")
-SPLITS = ("valid", "test")
 
 
 def path_adapter(adapters, path: str, alpha: float):
@@ -69,38 +66,29 @@ def run_lmc(
     output,
     *,
     task: str,
-    alphas: int,
-    model_name: str,
-    weights: str,
-    model_seed: int = 0,
-    weights_dir=None,
+    settings: LmcSettings | None = None,
+    model: ModelSettings | None = None,
 ) -> pd.DataFrame:
     """Evaluate both interpolation paths between two runs; write the tidy curve table."""
-    runs = [TrainedRun.open(run_a), TrainedRun.open(run_b)]
+    settings, model = settings or LmcSettings(), model or ModelSettings()
+    runs = open_runs([run_a, run_b], "lmc")
     method = runs[0].manifest["method"]
-    if method not in ("lora", "copra") or runs[1].manifest["method"] != method:
-        raise InputError(f"{run_a} and {run_b} must be LoRA or CopRA runs of one method")
+    if runs[1].manifest["method"] != method:
+        raise InputError(f"{run_a} and {run_b} must be runs of one method")
     if runs[0].targets != runs[1].targets:
         raise InputError(f"{run_a} and {run_b} have different label spaces: not one task")
-    backbone = load_backbone(model_name, weights, seed=model_seed, weights_dir=weights_dir)
-    for run in runs:
-        run.check_backbone(backbone)
+    backbone = shared_backbone(runs, model)
     adapters = [load_adapter(run.adapter_folder) for run in runs]
     heads = [run.head_state() for run in runs]
-    kind, targets = runs[0].manifest["kind"], runs[0].targets
-    table = read_task_table(table_path, kind)
-    sequences = read_sequences(sequences_path)
-    data = {s: task_data(table[table.split == s], sequences, kind, targets) for s in SPLITS}
-    device = pick_device()
-    batcher = Batcher(backbone.alphabet, device, runs[0].manifest["settings"]["max_residues"])
+    scorer = Scorer(runs[0], backbone, table_path, sequences_path)
     seeds = [run.manifest["seed"] for run in runs]
     rows = []
-    grid = np.linspace(0, 1, alphas)
+    grid = np.linspace(0, 1, settings.alphas)
     for path in PATHS:
         for alpha in tqdm(grid, desc=f"{task} {method} {path}", mininterval=10):
-            model = path_model(runs, adapters, heads, backbone, path, alpha, device)
-            for split in SPLITS:
-                for metric, value in score_split(model, data[split], targets, batcher).items():
+            between = path_model(runs, adapters, heads, backbone, path, alpha, scorer.device)
+            for split, scores in scorer.score(between).items():
+                for metric, value in scores.items():
                     rows.append((task, method, *seeds, path, float(alpha), split, metric, value))
     curve = pd.DataFrame(rows, columns=COLUMNS)
     write_table(output, curve)

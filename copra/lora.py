@@ -4,25 +4,15 @@ Module names are peft's on ESM-2: `layers.N.self_attn.{q,k,v,out}_proj` and `lay
 """
 
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from copra import config
 from copra.errors import InputError
+from copra.methods.lora import LoraSettings
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    target_modules: list = field(default_factory=lambda: config.default("lora.target_modules"))
-    rank: int = config.default("lora.rank")
-    alpha: float = config.default("lora.alpha")
-    dropout: float = config.default("lora.dropout")
-    layers_to_transform: list | None = config.default("lora.layers_to_transform")
 
 
 def _linear(model: nn.Module, layer: int, target: str) -> nn.Linear:

@@ -20,11 +20,11 @@ from matplotlib.text import Text  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from copra.atomic import atomic_path  # noqa: E402
+from copra.methods import names as method_names  # noqa: E402
 from copra.targets import PRIMARY_METRIC  # noqa: E402
 
 log = logging.getLogger(__name__)
 SHOWN = sorted(set(PRIMARY_METRIC.values()))
-METHOD_ORDER = ["head", "lora", "copra", "full"]
 
 
 def drawn_texts(fig) -> list[Text]:
@@ -69,7 +69,10 @@ def _save(fig, output) -> None:
 
 
 def method_colour(method: str) -> str:
-    return f"C{METHOD_ORDER.index(method) if method in METHOD_ORDER else 4}"
+    """The registered methods' colours in registration order; anything else (a multi-task
+    merge of several methods) the next one."""
+    order = method_names()
+    return f"C{order.index(method) if method in order else len(order)}"
 
 
 def _figure_legend(fig, handles, title=None) -> None:
@@ -97,7 +100,8 @@ def _panels(count: int, rows: int = 1):
 
 
 def _ordered(methods) -> list[str]:
-    return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    order = method_names()
+    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
 
 
 def seed_summary(part: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from torch.nn.functional import pad
 from torch.utils.checkpoint import checkpoint
 
 from copra.fast_esm import use_fused_attention
+from copra.tables import PAIR_KIND
 from copra.task_head import TaskHead, combine_pair, combined_dim
 
 
@@ -61,6 +62,14 @@ class ProteinModel(nn.Module):
         ]
         pooled_a, pooled_b = self.pooled(torch.cat(padded)).chunk(2)
         return self.head(combine_pair(pooled_a, pooled_b, self.pair_combination).float())
+
+
+def task_model(network: nn.Module, backbone, out_dim: int, kind: str, head) -> ProteinModel:
+    """`network` (the backbone as a method adapted it) under a fresh head of architecture `head`
+    (a HeadArchitecture): the pair combination applies to pair tasks only."""
+    pair = head.pair_combination if kind == PAIR_KIND else None
+    sizes = (backbone.num_layers, backbone.embed_dim, out_dim)
+    return ProteinModel(network, backbone.alphabet, *sizes, head.hidden, head.dropout, pair)
 
 
 def needs_backward(block: nn.Module, x: torch.Tensor) -> bool:

@@ -9,7 +9,7 @@ Amount 0 returns the adapter unchanged.
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +18,19 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from copra import config
 from copra.adapter_algebra import Adapter, add_adapter, delta_weights, load_adapter, with_adapter
 from copra.atomic import atomic_directory, write_table
-from copra.backbone import load_backbone
-from copra.device import pick_device
 from copra.errors import InputError
-from copra.finetune import Batcher, score_split, task_data
 from copra.provenance import write_manifest
-from copra.tables import read_sequences, read_task_table
-from copra.trained_run import TrainedRun
+from copra.settings import ModelSettings, PruningSettings
+from copra.trained_run import Scorer, open_runs, shared_backbone
 
 log = logging.getLogger(__name__)
 COLUMNS = ["task", "method", "seed", "scheme", "amount", "split", "metric", "value"]
-SPLITS = ("valid", "test")
 STRUCTURED = ("every_other", "keep_low", "keep_middle", "keep_high", "keep_q", "keep_k", "keep_v")
 RANKED = ("lowest_shapley", "lowest_norm", "random")
 MAGNITUDE = ("magnitude_dw", "magnitude_ab")
 SCHEMES = STRUCTURED + RANKED + MAGNITUDE
-
-
-@dataclass(frozen=True)
-class PruningSettings:
-    schemes: list = field(default_factory=lambda: config.default("pruning.schemes"))
-    sparsities: list = field(default_factory=lambda: config.default("pruning.sparsities"))
-    seed: int = config.default("pruning.seed")
 
 
 def module_layer(module: str) -> int:
@@ -181,28 +169,19 @@ def run_pruning(
     output,
     *,
     task: str,
-    model_name: str,
-    weights: str,
-    model_seed: int = 0,
-    weights_dir=None,
     shapley_path=None,
     settings: PruningSettings | None = None,
+    model: ModelSettings | None = None,
 ) -> pd.DataFrame:
     """Evaluate every pruned variant of one run's adapter on valid and test."""
-    settings = settings or PruningSettings()
-    run = TrainedRun.open(run_dir)
+    settings, model = settings or PruningSettings(), model or ModelSettings()
+    (run,) = open_runs([run_dir], "pruning")
     adapter = load_adapter(run.adapter_folder)
     shapley = pd.read_csv(shapley_path, sep="\t") if shapley_path else None
-    backbone = load_backbone(model_name, weights, seed=model_seed, weights_dir=weights_dir)
-    run.check_backbone(backbone)
-    device = pick_device()
+    backbone = shared_backbone([run], model)
     network = with_adapter(copy.deepcopy(backbone.model).float(), adapter)
-    model = run.model(network, backbone).float().to(device)
-    kind, targets = run.manifest["kind"], run.targets
-    table = read_task_table(table_path, kind)
-    sequences = read_sequences(sequences_path)
-    data = {s: task_data(table[table.split == s], sequences, kind, targets) for s in SPLITS}
-    batcher = Batcher(backbone.alphabet, device, run.manifest["settings"]["max_residues"])
+    scored = run.model(network, backbone).float()
+    scorer = Scorer(run, backbone, table_path, sequences_path)
     rows = []
     key = (task, run.manifest["method"], run.manifest["seed"])
     for scheme, amount, variant in tqdm(
@@ -210,9 +189,7 @@ def run_pruning(
     ):
         add_adapter(network, variant, "pruned")
         network.base_model.set_adapter("pruned")
-        model.to(device)
-        for split in SPLITS:
-            scores = score_split(model, data[split], targets, batcher)
+        for split, scores in scorer.score(scored).items():
             rows += [(*key, scheme, amount, split, m, v) for m, v in scores.items()]
         network.base_model.set_adapter("default")
         network.delete_adapter("pruned")

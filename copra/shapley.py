@@ -10,22 +10,18 @@ falls under the tolerance. Every coalition is evaluated once.
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from copra import config
 from copra.atomic import write_table
-from copra.backbone import load_backbone
-from copra.device import pick_device
 from copra.errors import InputError
-from copra.finetune import Batcher, load_finetuned, score_split, task_data
 from copra.lora import lora_layers_by_block
 from copra.provenance import write_manifest
-from copra.tables import read_sequences, read_task_table
-from copra.trained_run import TrainedRun
+from copra.settings import ModelSettings, ShapleySettings
+from copra.trained_run import Scorer, load_finetuned, open_runs, shared_backbone
 
 log = logging.getLogger(__name__)
 KINDS = ("metric", "neg_loss")
@@ -46,16 +42,6 @@ COLUMNS = [
     "v_all",
     "v_none",
 ]
-
-
-@dataclass(frozen=True)
-class ShapleySettings:
-    players: str = config.default("shapley.players")
-    max_exact_players: int = config.default("shapley.max_exact_players")
-    tolerance: float = config.default("shapley.tolerance")
-    min_permutations: int = config.default("shapley.min_permutations")
-    max_permutations: int = config.default("shapley.max_permutations")
-    seed: int = config.default("shapley.seed")
 
 
 class CoalitionGame:
@@ -196,31 +182,22 @@ def run_shapley(
     output,
     *,
     task: str,
-    model_name: str,
-    weights: str,
-    model_seed: int = 0,
-    weights_dir=None,
     settings: ShapleySettings | None = None,
+    model: ModelSettings | None = None,
 ) -> pd.DataFrame:
-    """Shapley values of one LoRA or CopRA run's players on its validation split."""
-    settings = settings or ShapleySettings()
-    run = TrainedRun.open(run_dir)
-    if run.manifest["method"] not in ("lora", "copra"):
-        raise InputError("Shapley values need a LoRA or CopRA adapter", path=run.folder)
-    backbone = load_backbone(model_name, weights, seed=model_seed, weights_dir=weights_dir)
-    model, targets = load_finetuned(run_dir, backbone)
-    device = pick_device()
-    model.float().to(device)
-    kind = run.manifest["kind"]
-    table = read_task_table(table_path, kind)
-    valid = task_data(table[table.split == "valid"], read_sequences(sequences_path), kind, targets)
-    batcher = Batcher(backbone.alphabet, device, run.manifest["settings"]["max_residues"])
+    """Shapley values of one adapter run's players on its validation split."""
+    settings, model = settings or ShapleySettings(), model or ModelSettings()
+    (run,) = open_runs([run_dir], "shapley")
+    backbone = shared_backbone([run], model)
+    scored = load_finetuned(run.folder, backbone)[0].float()
+    scorer = Scorer(run, backbone, table_path, sequences_path, splits=("valid",))
+    targets = run.targets
 
     def evaluate() -> dict[str, float]:
-        scores = score_split(model, valid, targets, batcher)
+        scores = scorer.score(scored)["valid"]
         return {"metric": scores[targets.primary_metric], "neg_loss": -scores["loss"]}
 
-    groups = player_modules(model.backbone, settings.players)
+    groups = player_modules(scored.backbone, settings.players)
     game = CoalitionGame(list(groups), switcher(groups), evaluate)
     values = shapley_values(game, settings)
     switcher(groups)(frozenset(groups))

@@ -1,7 +1,8 @@
-"""The run at a glance: the best method per task, LoRA beside CopRA, and what each method cost.
+"""The run at a glance: the best method per task, each method beside the one it refines (CopRA
+beside LoRA: `compared_with` in copra/methods/), and what each method cost.
 
-Reads results/metrics.tsv and the run manifests; writes results/summary.tsv and
-results/efficiency.tsv, both in the report's Summary category.
+Reads results/metrics.tsv and the run manifests; writes results/summary.tsv,
+results/efficiency.tsv and results/comparison.tsv, all in the report's Summary category.
 """
 
 import json
@@ -9,12 +10,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from copra import methods
 from copra.atomic import write_table
 from copra.plots import seed_summary
 from copra.targets import PRIMARY_METRIC
 
 SHOWN = set(PRIMARY_METRIC.values())
 COST = ["trainable_parameters", "total_parameters", "wall_time_s", "peak_memory_mb", "epochs_run"]
+
+
+def compared_pairs() -> list[tuple[str, str]]:
+    """(baseline, method) for every registered method that refines another."""
+    return [
+        (methods.get(name).compared_with, name)
+        for name in methods.names()
+        if methods.get(name).compared_with
+    ]
+
+
+def difference(method: str, baseline: str) -> str:
+    return f"{method}_minus_{baseline}"
 
 
 def efficiency(manifest_paths) -> pd.DataFrame:
@@ -34,7 +49,7 @@ def efficiency(manifest_paths) -> pd.DataFrame:
 
 def best_methods(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per task: the primary metric of each method (mean over seeds, with its interval), the
-    best method, and CopRA minus LoRA."""
+    best method, and each method minus the one it refines (CopRA minus LoRA)."""
     metrics = metrics[(metrics.split == split) & metrics.metric.isin(SHOWN)]
     rows = []
     for task, part in metrics.groupby("task"):
@@ -51,8 +66,9 @@ def best_methods(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         }
         for method in summary.index:
             row[method] = summary.value[method]
-        if {"lora", "copra"} <= set(summary.index):
-            row["copra_minus_lora"] = summary.value["copra"] - summary.value["lora"]
+        for baseline, method in compared_pairs():
+            if {baseline, method} <= set(summary.index):
+                row[difference(method, baseline)] = summary.value[method] - summary.value[baseline]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -96,15 +112,20 @@ def _quantities(metrics, merging, pruning, split):
 
 
 def comparison(metrics, merging=None, pruning=None, split: str = "test") -> pd.DataFrame:
-    """LoRA beside CopRA per task: alone, merged (seeds 1:1, tasks) and pruned, on the test
-    split's primary metric (mean over seeds), with CopRA minus LoRA."""
+    """Each method beside the one it refines (CopRA beside LoRA) per task: alone, merged (seeds
+    1:1, tasks) and pruned, on the test split's primary metric (mean over seeds), with the
+    difference."""
+    pairs = compared_pairs()
+    shown = list(dict.fromkeys(name for pair in pairs for name in pair))
+    columns = [*shown, *(difference(m, b) for b, m in pairs)]
     long = _quantities(metrics, merging, pruning, split)
-    long = long[long.method.isin(["lora", "copra"])]
+    long = long[long.method.isin(shown)]
     if long.empty:
-        return pd.DataFrame(columns=["task", "quantity", "lora", "copra", "copra_minus_lora"])
+        return pd.DataFrame(columns=["task", "quantity", *columns])
     wide = long.pivot_table(index=["task", "quantity"], columns="method", values="value")
-    wide = wide.reindex(columns=["lora", "copra"]).reset_index()
-    wide["copra_minus_lora"] = wide.copra - wide.lora
+    wide = wide.reindex(columns=shown).reset_index()
+    for baseline, method in pairs:
+        wide[difference(method, baseline)] = wide[method] - wide[baseline]
     order = {"single task": 0}
     wide["_order"] = wide.quantity.map(
         lambda q: (order.get(q, 1 if q.startswith("merged") else 2), q)

@@ -37,15 +37,14 @@ def small_regression_task(folder: Path, sequences: int = 40) -> tuple[Path, Path
     """The demo's stability task (generated), ingested: its table and sequence table."""
     from copra.demo_data import write_demo_data
     from copra.ingest import run_ingest
+    from copra.settings import IngestSettings, TaskSettings
 
     write_demo_data(folder / "demo", sequences, 0)
-    task = {
-        "kind": "sequence_regression",
-        "labels": folder / "demo" / "stability.tsv",
-        "sequences": folder / "demo" / "proteins.fasta",
-    }
+    demo = folder / "demo"
+    task = TaskSettings("sequence_regression", demo / "stability.tsv", demo / "proteins.fasta")
     table, sequence_table = folder / "table.tsv", folder / "sequences.tsv"
-    run_ingest(task, table, sequence_table, {"train": 0.7, "valid": 0.15, "test": 0.15}, 0)
+    split = IngestSettings({"train": 0.7, "valid": 0.15, "test": 0.15}, 0)
+    run_ingest(task, table, sequence_table, split)
     return table, sequence_table
 
 

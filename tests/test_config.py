@@ -100,3 +100,18 @@ def test_machinery_tests_switch_off_every_analysis():
         if "methods" in spec.get("properties", {})
     }
     assert sections == set(ANALYSES)
+
+
+def test_rules_pass_their_config_sections_in_one_hop(tmp_path):
+    """Each rule hands its command the config sections it reads as JSON (the schema's defaults
+    filled in), not one flag per key: a value set in the config reaches the command as set."""
+    user = tmp_path / "user.yaml"
+    user.write_text(yaml.safe_dump({"lora": {"rank": 4}}))
+    result = snakemake(tmp_path, "--configfile", REPO / "config.yaml", user, "-n", "-p")
+    lines = [line.removeprefix("Shell command:").strip() for line in result.stdout.splitlines()]
+    commands = [line for line in lines if line.startswith("copra ")]
+    finetune = [c for c in commands if " finetune --method copra " in c]
+    assert finetune and all('"lora": {"alpha": 32.0' in c and '"rank": 4' in c for c in finetune)
+    assert all('"layer_drop": {' in c and '"finetune": {' in c for c in finetune)
+    flags = re.compile(r"--(lora|layer-drop|head)-[a-z-]+|--learning-rate|--alphas|--schemes")
+    assert [c for c in commands if flags.search(c)] == []

@@ -13,26 +13,20 @@ import pandas as pd
 import pytest
 import torch
 
-from copra import config, protein_model
+from copra import methods, protein_model
 from copra.backbone import load_backbone
 from copra.cli import main
 from copra.demo_data import write_demo_data
-from copra.finetune import (
-    Batcher,
-    FinetuneSettings,
-    Trainer,
-    build_model,
-    load_finetuned,
-    predict,
-    task_data,
-)
+from copra.finetune import Trainer
 from copra.ingest import run_ingest
-from copra.layer_drop import LayerDropSettings
-from copra.lora import LoraSettings
+from copra.methods.layer_drop import LayerDropSettings
+from copra.settings import FinetuneSettings, HeadArchitecture, IngestSettings, TaskSettings
 from copra.tables import read_sequences, read_task_table
 from copra.targets import Targets
+from copra.task_data import Batcher, predict, task_data
+from copra.trained_run import load_finetuned
 
-FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
+SPLIT = IngestSettings({"train": 0.8, "valid": 0.1, "test": 0.1}, 0)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +41,9 @@ def tasks(tmp_path_factory):
     }
     out = {}
     for name, (kind, labels, fasta) in specs.items():
-        task = {
-            "kind": kind,
-            "labels": folder / "demo" / labels,
-            "sequences": folder / "demo" / fasta,
-        }
+        task = TaskSettings(kind, folder / "demo" / labels, folder / "demo" / fasta)
         table, sequences = folder / name / "table.tsv", folder / name / "sequences.tsv"
-        run_ingest(task, table, sequences, FRACTIONS, 0)
+        run_ingest(task, table, sequences, SPLIT)
         out[name] = (kind, table, sequences)
     return out
 
@@ -187,13 +177,16 @@ def training_step(method: str, checkpointing: bool):
     backbone = load_backbone("esm2_t6_8M_UR50D", "random", seed=0)
     kind = "sequence_classification"
     targets = Targets.from_training(kind, pd.Series(["a", "b"]))
-    head = {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
-    model = build_model(method, backbone, targets, kind, LoraSettings(), head)
+    chosen = methods.get(method)
+    given = {"layer_drop": LayerDropSettings(p0=0.3)} if "layer_drop" in chosen.sections else {}
+    chosen = chosen(**given)
+    model = chosen.build(backbone, targets.out_dim, kind, HeadArchitecture())
     settings = FinetuneSettings(device="cpu", activation_checkpointing=checkpointing)
-    trainer = Trainer(model, method, targets, settings, 0, 10, LayerDropSettings(p0=0.3))
+    trainer = Trainer(model, chosen, targets, settings, 0, 10)
     if checkpointing:  # a second call (another Trainer on the model) wraps nothing twice
         assert protein_model.checkpoint_blocks(model.backbone) == backbone.num_layers
-    active = trainer.dropper.draw(0) if trainer.dropper else list(range(backbone.num_layers))
+    dropper = getattr(trainer.method, "dropper", None)
+    active = dropper.draw(0) if dropper else list(range(backbone.num_layers))
     sequences = ["MKTAYIAKQRQISFVKSHFSRQ", "GSHMLEDPVDAFQNNLLKELQKAGW"]
     data = task_data(
         pd.DataFrame({"seq_hash": ["a", "b"], "label": ["a", "b"]}),
@@ -274,14 +267,14 @@ def test_multilabel_task_trains_and_is_evaluated(tmp_path):
     extra = np.where(stability.label > stability.label.median(), ";aromatic", "")
     demo["label"] = demo.label + extra
     demo.to_csv(tmp_path / "multi.tsv", sep="\t", index=False)
-    task = {
-        "kind": "sequence_classification",
-        "labels": tmp_path / "multi.tsv",
-        "sequences": tmp_path / "demo" / "proteins.fasta",
-        "multilabel": True,
-    }
+    task = TaskSettings(
+        "sequence_classification",
+        tmp_path / "multi.tsv",
+        tmp_path / "demo" / "proteins.fasta",
+        multilabel=True,
+    )
     table, sequences = tmp_path / "table.tsv", tmp_path / "sequences.tsv"
-    run_ingest(task, table, sequences, FRACTIONS, 0)
+    run_ingest(task, table, sequences, SPLIT)
     args = finetune_args(
         {"multi": ("sequence_classification", table, sequences)},
         "multi",

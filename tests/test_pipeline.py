@@ -86,7 +86,7 @@ def test_demo_records_provenance(demo_run):
     assert all(len(digest) == 64 for digest in manifest["inputs"].values())
     run = json.loads((demo_run / "results/interaction/head/seed0/manifest.json").read_text())
     assert run["seed"] == 0 and run["trainable_parameters"] > 0
-    assert run["config"]["task"]["interaction"]["kind"] == "pair_classification"
+    assert run["config"]["tasks"]["interaction"]["kind"] == "pair_classification"
     for figure in ("metrics", "training_curves", "lmc", "complexes", "data/localization"):
         png = demo_run / "results" / "figures" / f"{figure}.png"
         assert png.stat().st_size > 10_000

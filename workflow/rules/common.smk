@@ -11,11 +11,8 @@ from snakemake.common.configfile import load_configfile
 from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
-from copra.config import (
-    COMPLEX_INGEST_ONLY,
-    HEAD_ARCHITECTURE,
-    check_keys,
-)  # noqa: E402
+from copra import methods  # noqa: E402
+from copra.config import check_keys  # noqa: E402
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
 from copra.job_environment import export_gpu_settings, put_copra_on_path  # noqa: E402
 
@@ -45,11 +42,9 @@ check_keys(config)
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 TASKS = sorted(config["tasks"])
-PAIR_KIND = "pair_classification"
 COMPLEX_KIND = "complex_regression"
 COMPLEX_TASKS = [t for t in TASKS if config["tasks"][t]["kind"] == COMPLEX_KIND]
 SEQUENCE_TASKS = [t for t in TASKS if t not in COMPLEX_TASKS]
-COMPLEX_METHODS = ("head", "lora", "copra")
 
 
 def names_pattern(names):
@@ -80,7 +75,7 @@ DEMO_DIR = "resources/demo"
 
 wildcard_constraints:
     task="|".join(map(re.escape, TASKS)),
-    method="[a-z]+",
+    method=names_pattern(methods.names()),
     seed=r"\d+",
     seed_a=r"\d+",
     seed_b=r"\d+",
@@ -95,11 +90,57 @@ def quoted(*words):
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
+def snapshot(keys, name=None):
+    """The config `keys` (sections or top-level keys) as JSON, with task `name`'s entry."""
+    tree = {key: config[key] for key in keys}
+    if name is not None:
+        tree["tasks"] = {name: config["tasks"][name]}
+    return json.dumps(tree, sort_keys=True)
+
+
+def config_json(*keys, with_task=False, with_method=False):
+    """A params function: the config keys a rule's command reads (its settings, in one hop) as
+    JSON, with the task's entry (`with_task`) and the method's sections (`with_method`).
+    A change to any of them reruns the rule."""
+
+    def params(wildcards):
+        chosen = [*keys]
+        if with_method:
+            chosen += list(methods.get(wildcards.method).sections)
+        return snapshot(chosen, wildcards.task if with_task else None)
+
+    return params
+
+
+BACKBONE = ("model", "weights_dir")
+
+
+def run_config(wildcards):
+    """What a training run reads: the backbone, the task, the method's sections and how it
+    trains; recorded in the run's manifest."""
+    method = methods.get(wildcards.method)
+    is_complex = wildcards.task in COMPLEX_TASKS
+    keys = [*BACKBONE, "complex" if is_complex else "head"]
+    if method.cached_embeddings:
+        keys.append("embedding")
+    else:
+        keys += [*method.sections, *([] if is_complex else ["finetune"])]
+    tree = json.loads(snapshot(keys, wildcards.task))
+    if "embedding" in tree:  # how many jobs made the vectors does not change them
+        tree["embedding"].pop("shards")
+    return json.dumps(tree, sort_keys=True)
+
+
 def task_methods(name):
-    """The methods a task trains with: complex tasks have no full fine-tuning."""
+    """The methods a task trains with (complex tasks: those that train complex tasks)."""
     if name in COMPLEX_TASKS:
-        return [m for m in config["methods"] if m in COMPLEX_METHODS]
+        return [m for m in config["methods"] if methods.get(m).complex_tasks]
     return config["methods"]
+
+
+def cached_embeddings(name):
+    """Whether task `name` trains a method on cached embeddings (so computes them anyway)."""
+    return any(methods.get(m).cached_embeddings for m in task_methods(name))
 
 
 def complex_ingest_inputs(wildcards):
@@ -110,42 +151,17 @@ def complex_ingest_inputs(wildcards):
     return inputs
 
 
-def complex_ingest_args(wildcards):
-    entry = task(wildcards)
-    words = ["--kind", COMPLEX_KIND, "--labels", entry["labels"]]
-    words += ["--structures", entry["structures"]]
-    if "mutations" in entry:
-        words += ["--mutations", entry["mutations"]]
-    for canonical, own in entry.get("columns", {}).items():
-        words += ["--column", f"{canonical}={own}"]
-    if not entry["header"]:
-        words.append("--no-header")
-    return f"{quoted(*words)} {settings_args('complex', '', COMPLEX_INGEST_ONLY + ('folds',))}"
-
-
 def complex_train_inputs(wildcards):
     data = f"results/{wildcards.task}/data"
     inputs = {
         name: f"{data}/{name}.tsv"
         for name in ("table", "chains", "patches", "mutations")
     }
-    if wildcards.method == "head":
+    if methods.get(wildcards.method).cached_embeddings:
         inputs["embeddings"] = f"{data}/residue_embeddings.npz"
     else:
         inputs["weights"] = weights_input(wildcards)
     return inputs
-
-
-def complex_train_args(wildcards, input):
-    keys = [k for k in config["complex"] if k not in COMPLEX_INGEST_ONLY]
-    words = [model_args_for_training(wildcards), settings_args("complex", "", keys)]
-    words += [
-        settings_args("lora", "lora-"),
-        settings_args("layer_drop", "layer-drop-"),
-    ]
-    if wildcards.method == "head":
-        words.append(f"--residue-embeddings {quoted(input.embeddings)}")
-    return " ".join(words)
 
 
 def ingest_inputs(wildcards):
@@ -154,27 +170,6 @@ def ingest_inputs(wildcards):
     if "sequences" in entry:
         inputs["sequences"] = entry["sequences"]
     return inputs
-
-
-def ingest_args(wildcards):
-    entry = task(wildcards)
-    words = ["--kind", entry["kind"], "--labels", entry["labels"]]
-    if "sequences" in entry:
-        words += ["--sequences", entry["sequences"]]
-    for canonical, own in entry.get("columns", {}).items():
-        words += ["--column", f"{canonical}={own}"]
-    if not entry["header"]:
-        words.append("--no-header")
-    if entry["multilabel"]:
-        words.append("--multilabel")
-    fractions = config["ingest"]["split_fractions"]
-    words += ["--label-separator", entry["label_separator"]]
-    words += [
-        "--split-fractions",
-        f"{fractions['train']},{fractions['valid']},{fractions['test']}",
-    ]
-    words += ["--split-seed", config["ingest"]["split_seed"]]
-    return quoted(*words)
 
 
 def weights_input(wildcards):
@@ -187,41 +182,6 @@ def weights_input(wildcards):
     return weights
 
 
-def model_args(seed_flag="--seed"):
-    model = config["model"]
-    words = [
-        "--model",
-        model["name"],
-        "--weights",
-        model["weights"],
-        seed_flag,
-        model["seed"],
-    ]
-    words += [
-        "--weights-dir",
-        config["weights_dir"],
-        "--download-url",
-        model["download_url"],
-    ]
-    return quoted(*words)
-
-
-def settings_args(section, prefix="", keys=None):
-    """`--<prefix>key value` for the settings (`keys`, default all) of a config section."""
-    words = []
-    for key, value in config[section].items():
-        if value is None or (keys is not None and key not in keys):
-            continue
-        words.append(f"--{prefix}{key.replace('_', '-')}")
-        words += value if isinstance(value, list) else [value]
-    return quoted(*words)
-
-
-def embed_args(wildcards):
-    keys = [key for key in config["embedding"] if key != "shards"]
-    return f"{model_args()} {settings_args('embedding', '', keys)}"
-
-
 def embedding_shards(wildcards):
     """The shard jobs of a task's embedding (none when embedding.shards is 1)."""
     shards = config["embedding"]["shards"]
@@ -232,49 +192,6 @@ def embedding_shards(wildcards):
         task=wildcards.task,
         shard=range(shards),
     )
-
-
-def run_config(wildcards):
-    """The part of the config that a run of one task depends on, recorded in its manifest."""
-    method = getattr(wildcards, "method", "head")
-    sections = (
-        ["model", "complex"] if wildcards.task in COMPLEX_TASKS else ["model", "head"]
-    )
-    if method == "head":
-        sections.append("embedding")
-    else:
-        sections += ["lora", "layer_drop"]
-        sections += [] if wildcards.task in COMPLEX_TASKS else ["finetune"]
-    snapshot = {section: config[section] for section in sections}
-    if "embedding" in snapshot:  # how many jobs made the vectors does not change them
-        snapshot["embedding"] = {
-            k: v for k, v in config["embedding"].items() if k != "shards"
-        }
-    snapshot.update(
-        task={wildcards.task: task(wildcards)}, method=method, seed=int(wildcards.seed)
-    )
-    return json.dumps(snapshot, sort_keys=True)
-
-
-def model_args_for_training(wildcards):
-    return model_args(seed_flag="--model-seed")
-
-
-def finetune_args(wildcards):
-    words = [model_args_for_training(wildcards), settings_args("finetune")]
-    words += [
-        settings_args("lora", "lora-"),
-        settings_args("layer_drop", "layer-drop-"),
-    ]
-    return " ".join(words + [settings_args("head", "head-", HEAD_ARCHITECTURE)])
-
-
-def task_args(wildcards):
-    entry = task(wildcards)
-    words = ["--kind", entry["kind"], "--label-separator", entry["label_separator"]]
-    if entry["multilabel"]:
-        words.append("--multilabel")
-    return quoted(*words)
 
 
 def run_files(name):
@@ -372,19 +289,6 @@ def merge_tasks_args(wildcards):
     return quoted(*words)
 
 
-def merging_args(wildcards):
-    keys = ["density", "majority_sign_method", "svd_rank", "seed", "combinations"]
-    return " ".join(
-        [model_args_for_training(wildcards), settings_args("merging", "", keys)]
-    )
-
-
-def merging_config(wildcards):
-    """The merging settings and the trained runs' config, recorded in the table's manifest."""
-    sections = ["model", "finetune", "lora", "layer_drop", "merging"]
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
-
-
 def merging_tables():
     settings = config["merging"]
     tables = expand(
@@ -397,26 +301,6 @@ def merging_tables():
             "results/merging/tasks/{method}.tsv", method=settings["methods"]
         )
     return tables
-
-
-def federated_args(wildcards):
-    keys = [
-        "aggregations",
-        "clients",
-        "rounds",
-        "local_epochs",
-        "dirichlet_alpha",
-        "seed",
-    ]
-    return " ".join([finetune_args(wildcards), settings_args("federated", "", keys)])
-
-
-def federated_config(wildcards):
-    """The part of the config a federated run depends on, recorded in its manifest."""
-    sections = ["model", "head", "finetune", "lora", "layer_drop", "federated"]
-    snapshot = {section: config[section] for section in sections}
-    snapshot.update(task={wildcards.task: task(wildcards)}, method=wildcards.method)
-    return json.dumps(snapshot, sort_keys=True)
 
 
 def federated_tables():
@@ -486,11 +370,11 @@ def embedding_summary_inputs(wildcards):
 def all_targets():
     targets = [
         *expand("results/{task}/data/summary.tsv", task=TASKS),
-        # embeddings are summarised where the head baseline computes them anyway
+        # embeddings are summarised where a method on cached embeddings computes them anyway
         *[
             f"results/{name}/data/embedding_summary.tsv"
             for name in TASKS
-            if "head" in task_methods(name)
+            if cached_embeddings(name)
         ],
         "results/metrics.tsv",
         "results/summary.tsv",

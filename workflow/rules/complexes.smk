@@ -21,10 +21,11 @@ rule ingest_complexes:
     conda:
         "../../envs/data.yaml"
     params:
-        args=complex_ingest_args,
+        config=config_json("complex", with_task=True),
         out_dir=subpath(output.table, parent=True),
     shell:
-        "copra ingest {params.args} --output-dir {params.out_dir} 2> {log}"
+        "copra ingest --task {wildcards.task} --output-dir {params.out_dir}"
+        " --config-json {params.config:q} 2> {log}"
 
 
 rule train_complex:
@@ -44,7 +45,7 @@ rule train_complex:
         "logs/benchmarks/train_complex/{task}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         task=names_pattern(COMPLEX_TASKS),
-        method="|".join(COMPLEX_METHODS),
+        method=names_pattern(methods.names(complex_tasks=True)),
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
@@ -52,14 +53,18 @@ rule train_complex:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         gpu=1,
     params:
-        args=complex_train_args,
         config=run_config,
         data_dir=subpath(input.table, parent=True),
         out_dir=subpath(output.predictions, parent=True),
+        embeddings=lambda wildcards, input: (
+            f"--residue-embeddings {input.embeddings}"
+            if "embeddings" in input.keys()
+            else ""
+        ),
     shell:
-        "copra --threads {threads} train-complex --method {wildcards.method} {params.args}"
+        "copra --threads {threads} train-complex --method {wildcards.method}"
         " --data-dir {params.data_dir} --seed {wildcards.seed} --output-dir {params.out_dir}"
-        " --config-json {params.config:q} 2> {log}"
+        " {params.embeddings} --config-json {params.config:q} 2> {log}"
 
 
 rule plot_complexes:

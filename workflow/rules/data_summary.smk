@@ -25,7 +25,8 @@ rule data_summary:
     conda:
         "../../envs/evaluate.yaml"
     params:
-        task=task_args,
+        config=config_json(with_task=True),
     shell:
-        "copra data-summary {params.task} --task {wildcards.task} --table {input.table}"
-        " --sequences {input.sequences} --output {output.table} --figure {output.figure} 2> {log}"
+        "copra data-summary --task {wildcards.task} --table {input.table}"
+        " --sequences {input.sequences} --output {output.table} --figure {output.figure}"
+        " --config-json {params.config:q} 2> {log}"

@@ -12,9 +12,6 @@ rule demo_data:
         "../../envs/data.yaml"
     params:
         folder=subpath(output[0], parent=True),
-        sequences=config["demo"]["sequences"],
-        complexes=config["demo"]["complexes"],
-        seed=config["demo"]["seed"],
+        config=config_json("demo"),
     shell:
-        "copra demo-data --output-dir {params.folder} --sequences {params.sequences}"
-        " --complexes {params.complexes} --seed {params.seed} 2> {log}"
+        "copra demo-data --output-dir {params.folder} --config-json {params.config:q} 2> {log}"

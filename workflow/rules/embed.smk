@@ -20,9 +20,11 @@ rule embed:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         gpu=1,
     params:
-        args=embed_args,
+        config=config_json(*BACKBONE, "embedding"),
+        per_residue="",
     shell:
-        "copra --threads {threads} embed {params.args} --sequence-table {input.sequences} --output {output} 2> {log}"
+        "copra --threads {threads} embed {params.per_residue} --sequence-table {input.sequences}"
+        " --output {output} --config-json {params.config:q} 2> {log}"
 
 
 use rule embed as embed_residues with:
@@ -38,7 +40,8 @@ use rule embed as embed_residues with:
     wildcard_constraints:
         task=names_pattern(COMPLEX_TASKS),
     params:
-        args=lambda wildcards: f"{embed_args(wildcards)} --per-residue",
+        config=config_json(*BACKBONE, "embedding"),
+        per_residue="--per-residue",
 
 
 # With embedding.shards > 1: the task's sequences split into that many jobs (one GPU each),
@@ -62,7 +65,7 @@ rule embed_shard:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         gpu=1,
     params:
-        args=lambda wildcards: f"{embed_args(wildcards)} --shards {config['embedding']['shards']}",
+        config=config_json(*BACKBONE, "embedding"),
     shell:
-        "copra --threads {threads} embed-shard {params.args} --sequence-table {input.sequences}"
-        " --shard {wildcards.shard} --output {output} 2> {log}"
+        "copra --threads {threads} embed-shard --sequence-table {input.sequences}"
+        " --shard {wildcards.shard} --output {output} --config-json {params.config:q} 2> {log}"

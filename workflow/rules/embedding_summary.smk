@@ -24,11 +24,12 @@ rule embedding_summary:
     conda:
         "../../envs/evaluate.yaml"
     params:
-        kind=lambda wildcards: task(wildcards)["kind"],
+        config=config_json(with_task=True),
         chains=lambda wildcards, input: (
             f"--chains {input.chains}" if "chains" in input.keys() else ""
         ),
     shell:
-        "copra embedding-summary --kind {params.kind} --task {wildcards.task}"
+        "copra embedding-summary --task {wildcards.task}"
         " --embeddings {input.embeddings} --table {input.table} {params.chains}"
-        " --output {output.table} --figure {output.figure} 2> {log}"
+        " --output {output.table} --figure {output.figure}"
+        " --config-json {params.config:q} 2> {log}"

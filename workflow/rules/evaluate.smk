@@ -18,13 +18,11 @@ rule evaluate_run:
     conda:
         "../../envs/evaluate.yaml"
     params:
-        bootstrap=config["evaluation"]["bootstrap"],
-        bootstrap_seed=config["evaluation"]["seed"],
+        config=config_json("evaluation"),
     shell:
-        "copra --threads {threads} evaluate --predictions {input.predictions} --targets {input.targets}"
-        " --task {wildcards.task} --method {wildcards.method} --seed {wildcards.seed}"
-        " --bootstrap {params.bootstrap} --bootstrap-seed {params.bootstrap_seed}"
-        " --output {output} 2> {log}"
+        "copra --threads {threads} evaluate --predictions {input.predictions}"
+        " --targets {input.targets} --task {wildcards.task} --method {wildcards.method}"
+        " --seed {wildcards.seed} --output {output} --config-json {params.config:q} 2> {log}"
 
 
 rule gather_metrics:

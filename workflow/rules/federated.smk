@@ -1,4 +1,4 @@
-# Federated LoRA and CopRA (copra/federated.py): a task's training set split over clients.
+# Federated adapters (copra/federated.py): a task's training set split over clients.
 
 
 rule federate:
@@ -13,7 +13,7 @@ rule federate:
     benchmark:
         "logs/benchmarks/federated/{task}/{method}/{partition}.tsv"
     wildcard_constraints:
-        method="lora|copra",
+        method=names_pattern(methods.suited("federated")),
         partition="iid|dirichlet",
     conda:
         "../../envs/torch.yaml"
@@ -22,12 +22,17 @@ rule federate:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         gpu=1,
     params:
-        task=task_args,
-        settings=federated_args,
-        config=federated_config,
+        config=config_json(
+            *BACKBONE,
+            "head",
+            "finetune",
+            "federated",
+            with_task=True,
+            with_method=True,
+        ),
     shell:
-        "copra --threads {threads} federate --method {wildcards.method} {params.task}"
-        " {params.settings} --table {input.table} --sequences {input.sequences}"
+        "copra --threads {threads} federate --method {wildcards.method}"
+        " --table {input.table} --sequences {input.sequences}"
         " --task {wildcards.task} --partition {wildcards.partition} --output {output}"
         " --config-json {params.config:q} 2> {log}"
 

@@ -1,5 +1,6 @@
-# Fine-tuning per task (copra/finetune.py): LoRA and CopRA adapters in peft's format, and full
-# fine-tuning. A killed job resumes from the checkpoint of its last finished epoch.
+# Fine-tuning per task with a method of copra/methods/ (copra/finetune.py): adapters in peft's
+# format (lora, copra), or the whole backbone (full). A killed job resumes from the checkpoint of
+# its last finished epoch.
 
 
 rule finetune_adapter:
@@ -20,7 +21,7 @@ rule finetune_adapter:
     benchmark:
         "logs/benchmarks/finetune/{task}/{method}/seed{seed}.tsv"
     wildcard_constraints:
-        method="lora|copra",
+        method=names_pattern(methods.names(adapter=True, cached_embeddings=False)),
         task=names_pattern(SEQUENCE_TASKS),
     conda:
         "../../envs/torch.yaml"
@@ -29,13 +30,11 @@ rule finetune_adapter:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         gpu=1,
     params:
-        task=task_args,
-        settings=finetune_args,
         config=run_config,
         out_dir=subpath(output.predictions, parent=True),
     shell:
-        "copra --threads {threads} finetune --method {wildcards.method} {params.task}"
-        " {params.settings} --table {input.table} --sequences {input.sequences}"
+        "copra --threads {threads} finetune --method {wildcards.method} --task {wildcards.task}"
+        " --table {input.table} --sequences {input.sequences}"
         " --seed {wildcards.seed} --output-dir {params.out_dir}"
         " --config-json {params.config:q} 2> {log}"
 
@@ -49,5 +48,5 @@ use rule finetune_adapter as finetune_full with:
         history="results/{task}/{method}/seed{seed}/training_log.tsv",
         manifest="results/{task}/{method}/seed{seed}/manifest.json",
     wildcard_constraints:
-        method="full",
+        method=names_pattern(methods.names(adapter=False, cached_embeddings=False)),
         task=names_pattern(SEQUENCE_TASKS),

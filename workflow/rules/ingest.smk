@@ -14,7 +14,7 @@ rule ingest:
     conda:
         "../../envs/data.yaml"
     params:
-        args=ingest_args,
+        config=config_json("ingest", with_task=True),
     shell:
-        "copra ingest {params.args} --table {output.table}"
-        " --sequence-table {output.sequences} 2> {log}"
+        "copra ingest --task {wildcards.task} --table {output.table}"
+        " --sequence-table {output.sequences} --config-json {params.config:q} 2> {log}"

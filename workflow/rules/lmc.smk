@@ -13,20 +13,21 @@ rule lmc:
         "logs/lmc/{task}/{method}/seed{seed_a}-seed{seed_b}.log",
     benchmark:
         "logs/benchmarks/lmc/{task}/{method}/seed{seed_a}-seed{seed_b}.tsv"
+    wildcard_constraints:
+        method=names_pattern(methods.suited("lmc")),
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
     resources:
         gpu=1,
     params:
-        model=model_args_for_training,
-        alphas=config["lmc"]["alphas"],
+        config=config_json(*BACKBONE, "lmc"),
         run_a=subpath(input.manifest_a, parent=True),
         run_b=subpath(input.manifest_b, parent=True),
     shell:
-        "copra --threads {threads} lmc {params.model} --run-a {params.run_a}"
+        "copra --threads {threads} lmc --run-a {params.run_a}"
         " --run-b {params.run_b} --table {input.table} --sequences {input.sequences}"
-        " --task {wildcards.task} --alphas {params.alphas} --output {output} 2> {log}"
+        " --task {wildcards.task} --output {output} --config-json {params.config:q} 2> {log}"
 
 
 rule gather_lmc:

@@ -11,6 +11,8 @@ rule merge_seeds:
         "logs/merging/seeds/{task}/{method}.log",
     benchmark:
         "logs/benchmarks/merging/seeds/{task}/{method}.tsv"
+    wildcard_constraints:
+        method=names_pattern(methods.suited("merging")),
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
@@ -18,14 +20,11 @@ rule merge_seeds:
         gpu=1,
     params:
         runs=merge_seeds_runs,
-        settings=merging_args,
-        schemes=quoted(*config["merging"]["schemes"]),
-        config=merging_config,
+        config=config_json(*BACKBONE, "finetune", "merging", with_method=True),
     shell:
-        "copra --threads {threads} merge {params.settings} --runs {params.runs}"
+        "copra --threads {threads} merge --runs {params.runs}"
         " --table {input.table} --sequences {input.sequences} --task {wildcards.task}"
-        " --schemes {params.schemes} --output {output}"
-        " --config-json {params.config:q} 2> {log}"
+        " --output {output} --config-json {params.config:q} 2> {log}"
 
 
 rule merge_tasks:
@@ -38,6 +37,8 @@ rule merge_tasks:
         "logs/merging/tasks/{method}.log",
     benchmark:
         "logs/benchmarks/merging/tasks/{method}.tsv"
+    wildcard_constraints:
+        method=names_pattern(methods.suited("merging")),
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
@@ -45,12 +46,9 @@ rule merge_tasks:
         gpu=1,
     params:
         tasks=merge_tasks_args,
-        settings=merging_args,
-        weight=config["merging"]["multitask_weight"],
-        config=merging_config,
+        config=config_json(*BACKBONE, "finetune", "merging", with_method=True),
     shell:
-        "copra --threads {threads} merge-tasks {params.settings} {params.tasks}"
-        " --weight {params.weight} --output {output}"
+        "copra --threads {threads} merge-tasks {params.tasks} --output {output}"
         " --config-json {params.config:q} 2> {log}"
 
 

@@ -11,22 +11,23 @@ rule pruning:
         "logs/pruning/{task}/{method}/seed{seed}.log",
     benchmark:
         "logs/benchmarks/pruning/{task}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method=names_pattern(methods.suited("pruning")),
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
     resources:
         gpu=1,
     params:
-        model=model_args_for_training,
-        settings=settings_args("pruning", keys=["schemes", "sparsities", "seed"]),
+        config=config_json(*BACKBONE, "pruning"),
         shapley=lambda wildcards, input: (
             f"--shapley {input.shapley}" if "shapley" in input.keys() else ""
         ),
         run=subpath(input.manifest, parent=True),
     shell:
-        "copra --threads {threads} pruning {params.model} {params.settings} {params.shapley}"
-        " --run {params.run} --table {input.table} --sequences {input.sequences}"
-        " --task {wildcards.task} --output {output} 2> {log}"
+        "copra --threads {threads} pruning {params.shapley} --run {params.run}"
+        " --table {input.table} --sequences {input.sequences} --task {wildcards.task}"
+        " --output {output} --config-json {params.config:q} 2> {log}"
 
 
 rule gather_pruning:

@@ -11,29 +11,20 @@ rule shapley:
         "logs/shapley/{task}/{method}/seed{seed}.log",
     benchmark:
         "logs/benchmarks/shapley/{task}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method=names_pattern(methods.suited("shapley")),
     conda:
         "../../envs/torch.yaml"
     threads: config["threads"]
     resources:
         gpu=1,
     params:
-        model=model_args_for_training,
-        settings=settings_args(
-            "shapley",
-            keys=[
-                "players",
-                "max_exact_players",
-                "tolerance",
-                "min_permutations",
-                "max_permutations",
-                "seed",
-            ],
-        ),
+        config=config_json(*BACKBONE, "shapley"),
         run=subpath(input.manifest, parent=True),
     shell:
-        "copra --threads {threads} shapley {params.model} {params.settings}"
-        " --run {params.run} --table {input.table} --sequences {input.sequences}"
-        " --task {wildcards.task} --output {output} 2> {log}"
+        "copra --threads {threads} shapley --run {params.run}"
+        " --table {input.table} --sequences {input.sequences} --task {wildcards.task}"
+        " --output {output} --config-json {params.config:q} 2> {log}"
 
 
 rule gather_shapley:

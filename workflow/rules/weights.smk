@@ -11,11 +11,6 @@ rule fetch_weights:
     conda:
         "../../envs/torch.yaml"
     params:
-        args=quoted(
-            "--weights-dir",
-            config["weights_dir"],
-            "--download-url",
-            config["model"]["download_url"],
-        ),
+        config=config_json(*BACKBONE),
     shell:
-        "copra fetch-weights --model {wildcards.model} {params.args} 2> {log}"
+        "copra fetch-weights --model {wildcards.model} --config-json {params.config:q} 2> {log}"

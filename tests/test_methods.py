@@ -1,0 +1,113 @@
+"""The method registry: one home per method, what analyses need of it, and a method added from
+outside the package that trains through the command line like the built-in ones."""
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from conftest import REPO, small_regression_task
+
+from copra import config, methods
+from copra.errors import InputError
+from copra.methods.layer_drop import LayerDropLora, LayerDropSettings
+from copra.methods.lora import Lora, LoraSettings
+
+NAME_TEST = re.compile(r"""== ?['"](lora|copra|full|head)['"]|in \(['"](lora|copra)""")
+
+
+def test_the_schema_enums_are_the_registry():
+    """`methods` lists every registered method; each analysis lists the methods it accepts."""
+    schema = config.schema()["properties"]
+    assert schema["methods"]["items"]["enum"] == methods.names()
+    for analysis in methods.ANALYSES:
+        enum = schema[analysis]["properties"]["methods"]["items"]["enum"]
+        assert enum == methods.suited(analysis), analysis
+
+
+def test_no_method_name_is_tested_outside_the_registry():
+    found = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in sorted((REPO / "copra").rglob("*.py"))
+        if "methods" not in path.relative_to(REPO / "copra").parts
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if NAME_TEST.search(line)
+    ]
+    assert found == []
+
+
+def test_the_registry_imports_neither_torch_nor_peft():
+    code = "import sys, copra.methods; print('torch' in sys.modules, 'peft' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "analysis", "message"),
+    [
+        ("full", "lmc", "linear mode connectivity needs a peft adapter and one fixed rank"),
+        ("head", "shapley", "Shapley values needs a peft adapter; method head has none"),
+    ],
+)
+def test_an_analysis_refuses_a_method_without_what_it_needs(name, analysis, message):
+    with pytest.raises(InputError, match=message) as error:
+        methods.require(name, analysis)
+    assert "methods that do: lora, copra" in str(error.value)
+    assert methods.require("copra", analysis) is LayerDropLora
+
+
+def test_a_method_comes_back_from_its_manifest():
+    method = LayerDropLora(lora=LoraSettings(rank=4), layer_drop=LayerDropSettings(p0=0.5))
+    manifest = {"method": "copra", **method.settings_record()}
+    again = methods.get("copra").from_manifest(manifest)
+    assert again.settings_record() == method.settings_record()
+    assert again.fresh().settings_record() == method.settings_record()
+
+
+def test_settings_reach_a_method_from_the_config_then_the_flags():
+    tree = {"lora": {"rank": 4, "alpha": 16}, "layer_drop": {"p0": 0.5}}
+    method = LayerDropLora.from_config(tree, {"lora": {"rank": 2}})
+    assert method.lora == LoraSettings(rank=2, alpha=16.0)
+    assert method.layer_drop == LayerDropSettings(p0=0.5)
+
+
+class QkvLora(Lora):
+    """LoRA of rank 2 on query, key and value: the README's example of a new method."""
+
+    name = "lora_qkv"
+    description = "LoRA rank 2 on q, k and v"
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self.lora = replace(self.lora, target_modules=["q_proj", "k_proj", "v_proj"], rank=2)
+
+
+@pytest.fixture
+def toy_method():
+    methods.register(QkvLora)
+    yield QkvLora
+    methods.unregister(QkvLora.name)
+
+
+def test_a_registered_method_trains_through_the_cli(toy_method, tmp_path):
+    from copra.backbone import load_backbone
+    from copra.cli import main
+    from copra.trained_run import load_finetuned
+
+    table, sequences = small_regression_task(tmp_path)
+    out = tmp_path / "run"
+    task = ["--kind", "sequence_regression", "--table", table, "--sequences", sequences]
+    run = ["--seed", 0, "--output-dir", out, "--model", "esm2_t6_8M_UR50D", "--weights", "random"]
+    short = ["--batch-size", 8, "--max-epochs", 1]
+    args = ["--threads", 1, "finetune", "--method", "lora_qkv", *task, *run, *short]
+    assert main(list(map(str, args))) == 0
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 2 and sorted(adapter["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "lora_qkv" and manifest["lora"]["rank"] == 2
+    assert len(manifest["wrapped_modules"]) == 3 * 6
+    model, _ = load_finetuned(out, load_backbone("esm2_t6_8M_UR50D", "random"))
+    assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
+    assert methods.require("lora_qkv", "merging") is toy_method
