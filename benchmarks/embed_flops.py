@@ -34,7 +34,8 @@ def parse_args(argv) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from copra.embed import EmbeddingSettings, embed_sequences, resolve_layer
+    from copra.embed import embed_sequences, resolve_layer
+    from copra.settings import EmbeddingSettings
 
     args = parse_args(argv)
     device, records = _common.start(args)

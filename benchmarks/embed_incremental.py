@@ -29,18 +29,12 @@ def write_fasta(path: Path, records) -> Path:
 
 def copra_embed(args, fasta: Path, output: Path, cache: Path) -> None:
     """`copra embed --model <args.model> --weights random --fasta ... --cache-dir ...`."""
-    from copra.embed import EmbeddingSettings, run_embed
+    from copra.embed import run_embed
+    from copra.settings import EmbeddingSettings, ModelSettings
 
-    settings = EmbeddingSettings(device=args.device)
-    run_embed(
-        args.model,
-        "random",
-        output,
-        fasta=fasta,
-        cache_dir=cache,
-        settings=settings,
-        seed=args.seed,
-    )
+    settings = EmbeddingSettings(device=args.device, cache_dir=str(cache))
+    model = ModelSettings(args.model, "random", args.seed)
+    run_embed(output, model=model, settings=settings, fasta=fasta)
 
 
 def split_old_new(records, fraction: float, seed: int):

@@ -60,7 +60,8 @@ def fair_esm_extract(model, alphabet, records, device, layer, forward=None, grad
 
 def copra_embed(backbone, records, device):
     """copra's vectors: `embed_sequences` with the default embedding settings."""
-    from copra.embed import EmbeddingSettings, embed_sequences
+    from copra.embed import embed_sequences
+    from copra.settings import EmbeddingSettings
 
     settings = EmbeddingSettings(device=device.type)
     return embed_sequences(backbone, [s for _, s in records], settings)

@@ -1,8 +1,8 @@
 """Step time and peak memory of LoRA, CopRA and full fine-tuning on the same batches.
 
-Every method trains the same seeded batches of random protein sequences (binary labels) through
-copra's own pieces: `build_model` on the real ESM-2 architecture with seeded random weights, and
-the optimizer, schedule, layer dropper and batcher of a `Trainer`. One step is what
+Every method trains the same seeded batches of random protein sequences (binary labels)
+through copra's own pieces: a method's `build` on the real ESM-2 architecture with seeded random
+weights, and the optimizer, schedule, layer dropper and batcher of a `Trainer`. One step is what
 `Trainer.train_epoch` does per batch (gradient accumulation 1): CopRA draws its active blocks,
 then forward, loss, backward, gradient clipping, optimizer and scheduler step. Tokenization
 happens before the clock starts. CopRA's activation probability is the one at `--progress` of its
@@ -60,9 +60,9 @@ def binary_task(count: int, length: int, seed: int):
     """`count` seeded random sequences with alternating binary labels: (TaskData, Targets)."""
     import pandas as pd
 
-    from copra.finetune import task_data
     from copra.sequences import sequence_hash
     from copra.targets import Targets
+    from copra.task_data import task_data
 
     sequences = random_sequences(count, length, seed)
     hashes = [sequence_hash(s) for s in sequences]
@@ -85,17 +85,16 @@ def build_trainer(method: str, model_name: str, targets, settings, seed: int, st
     `head:` and `layer_drop:` defaults; (trainer, number of transformer blocks)."""
     import torch
 
-    from copra import config
+    from copra import methods
     from copra.backbone import load_backbone
-    from copra.finetune import Trainer, build_model
-    from copra.layer_drop import LayerDropSettings
-    from copra.lora import LoraSettings
+    from copra.finetune import Trainer
+    from copra.settings import HeadArchitecture
 
     torch.manual_seed(seed)
     backbone = load_backbone(model_name, "random", seed=0)
-    head = {name: config.default(f"head.{name}") for name in config.HEAD_ARCHITECTURE}
-    model = build_model(method, backbone, targets, KIND, LoraSettings(), head)
-    trainer = Trainer(model, method, targets, settings, seed, steps, LayerDropSettings())
+    chosen = methods.get(method)()
+    model = chosen.build(backbone, targets.out_dim, KIND, HeadArchitecture())
+    trainer = Trainer(model, chosen, targets, settings, seed, steps)
     return trainer, backbone.num_layers
 
 
@@ -104,8 +103,8 @@ class Method:
     `name` is lora, copra or full, with `+ckpt` for activation checkpointing."""
 
     def __init__(self, args, name: str, targets):
-        from copra.finetune import FinetuneSettings
         from copra.layer_drop import activation_probability
+        from copra.settings import FinetuneSettings
 
         self.name = name
         method = name.removesuffix(CHECKPOINTED)
@@ -123,7 +122,7 @@ class Method:
         self.model = self.trainer.model
         self.device = self.trainer.device
         self.draw_step = int(args.progress * SCHEDULE_STEPS)
-        dropper = self.trainer.dropper
+        dropper = getattr(self.trainer.method, "dropper", None)  # CopRA's layer dropping
         self.p_active = None
         if dropper:
             self.p_active = activation_probability(self.draw_step, SCHEDULE_STEPS, dropper.settings)
@@ -143,8 +142,9 @@ class Method:
         from copra.device import autocast
 
         trainer = self.trainer
-        if trainer.dropper:
-            self.active_blocks.append(len(trainer.dropper.draw(self.draw_step)))
+        dropper = getattr(trainer.method, "dropper", None)
+        if dropper:
+            self.active_blocks.append(len(dropper.draw(self.draw_step)))
         with autocast(self.device):
             outputs = self.model(*tokens)
         loss = trainer.targets.loss(outputs.float(), y)

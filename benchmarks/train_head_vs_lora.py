@@ -20,9 +20,11 @@ import time
 import torch
 from finetune_step import binary_task, build_trainer
 
-from copra.finetune import FinetuneSettings, steps_per_epoch
-from copra.head_baseline import HeadSettings, new_head, train_epoch
+from copra.finetune import steps_per_epoch
+from copra.head_baseline import new_head, train_epoch
+from copra.methods.head import HeadSettings
 from copra.protein_model import mean_pool
+from copra.settings import FinetuneSettings
 
 
 @torch.no_grad()

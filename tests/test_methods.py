@@ -5,7 +5,6 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import replace
 
 import pytest
 from conftest import REPO, small_regression_task
@@ -13,7 +12,7 @@ from conftest import REPO, small_regression_task
 from copra import config, methods
 from copra.errors import InputError
 from copra.methods.layer_drop import LayerDropLora, LayerDropSettings
-from copra.methods.lora import Lora, LoraSettings
+from copra.methods.lora import LoraSettings
 
 NAME_TEST = re.compile(r"""== ?['"](lora|copra|full|head)['"]|in \(['"](lora|copra)""")
 
@@ -73,41 +72,50 @@ def test_settings_reach_a_method_from_the_config_then_the_flags():
     assert method.layer_drop == LayerDropSettings(p0=0.5)
 
 
-class QkvLora(Lora):
-    """LoRA of rank 2 on query, key and value: the README's example of a new method."""
-
-    name = "lora_qkv"
-    description = "LoRA rank 2 on q, k and v"
-
-    def __init__(self, **settings):
-        super().__init__(**settings)
-        self.lora = replace(self.lora, target_modules=["q_proj", "k_proj", "v_proj"], rank=2)
+def readme_example() -> str:
+    """The method the README's development section adds, as its code block."""
+    section = (REPO / "README.md").read_text().split("### Adding a method", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture
-def toy_method():
-    methods.register(QkvLora)
-    yield QkvLora
-    methods.unregister(QkvLora.name)
+def lora_plus(monkeypatch):
+    """The README's LoRA+ registered, with the schema section the README says to add."""
+    section = {"type": "number", "exclusiveMinimum": 0, "default": 16}
+    schema = {"type": "object", "default": {}, "properties": {"ratio": section}}
+    monkeypatch.setitem(config.schema()["properties"], "lora_plus", schema)
+    namespace = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    yield namespace["LoraPlus"]
+    methods.unregister("lora_plus")
 
 
-def test_a_registered_method_trains_through_the_cli(toy_method, tmp_path):
+def test_the_readme_method_trains_through_the_cli(lora_plus, tmp_path):
     from copra.backbone import load_backbone
     from copra.cli import main
+    from copra.settings import FinetuneSettings, HeadArchitecture
     from copra.trained_run import load_finetuned
 
+    assert "lora_plus" in methods.names(adapter=True)
     table, sequences = small_regression_task(tmp_path)
     out = tmp_path / "run"
     task = ["--kind", "sequence_regression", "--table", table, "--sequences", sequences]
     run = ["--seed", 0, "--output-dir", out, "--model", "esm2_t6_8M_UR50D", "--weights", "random"]
-    short = ["--batch-size", 8, "--max-epochs", 1]
-    args = ["--threads", 1, "finetune", "--method", "lora_qkv", *task, *run, *short]
+    short = ["--batch-size", 8, "--max-epochs", 1, "--lora-plus-ratio", 4, "--lora-rank", 2]
+    args = ["--threads", 1, "finetune", "--method", "lora_plus", *task, *run, *short]
     assert main(list(map(str, args))) == 0
-    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert adapter["r"] == 2 and sorted(adapter["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["method"] == "lora_qkv" and manifest["lora"]["rank"] == 2
-    assert len(manifest["wrapped_modules"]) == 3 * 6
-    model, _ = load_finetuned(out, load_backbone("esm2_t6_8M_UR50D", "random"))
+    assert manifest["method"] == "lora_plus" and manifest["lora_plus"] == {"ratio": 4.0}
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 2
+    backbone = load_backbone("esm2_t6_8M_UR50D", "random")
+    model, _ = load_finetuned(out, backbone)
     assert sum(p.numel() for n, p in model.named_parameters() if "lora_" in n) > 0
-    assert methods.require("lora_qkv", "merging") is toy_method
+
+    method = methods.get("lora_plus").from_manifest(manifest)
+    fresh = method.build(load_backbone("esm2_t6_8M_UR50D", "random"), 1, "x", HeadArchitecture())
+    groups = method.parameter_groups(fresh, FinetuneSettings(learning_rate=0.01))
+    assert [g["lr"] for g in groups] == [0.01, 0.04, 0.01]
+    names = {id(p): n for n, p in fresh.named_parameters()}
+    assert {".lora_B." in names[id(p)] for p in groups[1]["params"]} == {True}
+    assert {".lora_A." in names[id(p)] for p in groups[0]["params"]} == {True}
+    assert methods.require("lora_plus", "merging") is lora_plus
