@@ -105,7 +105,7 @@ def _parse_labels(kind: str, values: pd.Series, lines: pd.Series, path, multilab
 def _parse_splits(frame, column, lines, path, fractions: dict, seed: int) -> np.ndarray:
     if column is None:
         rng = np.random.default_rng(seed)
-        names = list(fractions)
+        names = ["train", "valid", "test"]  # a fixed order: the config's order must not matter
         probabilities = np.array([fractions[n] for n in names], dtype=float)
         return rng.choice(names, size=len(frame), p=probabilities / probabilities.sum())
     values = frame[column].str.strip().str.lower()

@@ -1,29 +1,40 @@
 """The protein-RNA affinity model: Co-Former, RNA encoders, per-residue embeddings, K-fold CV."""
 
 import json
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from copra import rna_encoders
-from copra.backbone import load_backbone
-from copra.coformer import CoFormer, CoFormerSettings
+from copra import methods, rna_encoders
+from copra.coformer import CoFormer
 from copra.complex_training import (
     BackboneResidues,
-    ComplexTrainingSettings,
+    ComplexTraining,
     read_complexes,
     run_complex,
 )
-from copra.complexes import ComplexSettings, run_ingest_complexes
+from copra.complexes import run_ingest_complexes
 from copra.demo_complexes import write_demo_complexes
-from copra.embed import EmbeddingSettings, read_embeddings, run_embed
+from copra.embed import read_embeddings, run_embed
 from copra.errors import InputError
+from copra.methods.full import Full
+from copra.methods.head import Head
+from copra.methods.layer_drop import LayerDropSettings
+from copra.settings import (
+    CoFormerSettings,
+    ComplexSettings,
+    ComplexTrainingSettings,
+    EmbeddingSettings,
+    ModelSettings,
+    TaskSettings,
+)
 
 SMALL = CoFormerSettings(embed_dim=32, blocks=2, heads=4, pair_dim=8)
 FAST = ComplexTrainingSettings(learning_rate=1e-3, max_epochs=3, patience=2, batch_size=4)
-MODEL = "esm2_t6_8M_UR50D"
+MODEL = ModelSettings(name="esm2_t6_8M_UR50D", weights="random")
 
 
 @pytest.fixture(scope="module")
@@ -31,37 +42,32 @@ def complex_task(tmp_path_factory):
     """12 demo complexes ingested into data/ (3 folds), with per-residue embeddings."""
     folder = tmp_path_factory.mktemp("complexes")
     write_demo_complexes(folder, 12, seed=1)
-    task = {
-        "labels": folder / "complexes.csv",
-        "structures": folder / "structures",
-        "mutations": folder / "complex_mutations.csv",
-        "columns": {"label": "dG_kcal_mol"},
-    }
+    task = TaskSettings(
+        "complex_regression",
+        labels=folder / "complexes.csv",
+        structures=folder / "structures",
+        mutations=folder / "complex_mutations.csv",
+        columns={"label": "dG_kcal_mol"},
+    )
     run_ingest_complexes(task, folder / "data", ComplexSettings(folds=3, patch_residues=48))
     run_embed(
-        MODEL,
-        "random",
         folder / "data/residue_embeddings.npz",
+        model=MODEL,
+        settings=EmbeddingSettings(
+            pooling="none", long_sequences="windows", cache_dir=folder / "cache"
+        ),
         sequence_table=folder / "data/sequences.tsv",
-        cache_dir=folder / "cache",
-        settings=EmbeddingSettings(pooling="none", long_sequences="windows"),
     )
     return folder
 
 
-def train(folder, out, method="head", **extra):
+def train(folder, out, method="head", settings=FAST):
+    """3-fold cross-validation of `method` on the demo complexes (seed 0)."""
+    training = ComplexTraining(
+        methods.get(method)(), 0, MODEL, replace(settings, folds=3), coformer=SMALL
+    )
     return run_complex(
-        folder / "data",
-        out,
-        method=method,
-        seed=0,
-        folds=3,
-        residue_embeddings=folder / "data/residue_embeddings.npz",
-        model_name=MODEL,
-        weights="random",
-        settings=extra.pop("settings", FAST),
-        coformer=SMALL,
-        **extra,
+        folder / "data", out, training, residue_embeddings=folder / "data/residue_embeddings.npz"
     )
 
 
@@ -117,7 +123,7 @@ def test_per_residue_embeddings_match_one_forward_pass(complex_task):
     ids, matrices, metadata = read_embeddings(complex_task / "data/residue_embeddings.npz")
     sequences = pd.read_csv(complex_task / "data/sequences.tsv", sep="\t")
     assert ids == sequences.seq_hash.tolist() and metadata["pooling"] == "none"
-    backbone = load_backbone(MODEL, "random")
+    backbone = MODEL.load()
     sequence = sequences.sequence.iloc[0]
     _, _, tokens = backbone.alphabet.get_batch_converter()([("", sequence)])
     with torch.no_grad():
@@ -169,7 +175,10 @@ def test_adapters_train_in_every_fold(complex_task, tmp_path, method):
     assert any(states[f"fold0.{n}"].abs().sum() > 0 for n in lora if "lora_B" in n)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["lora"]["rank"] == 8
-    assert (manifest["layer_drop"] is None) == (method == "lora")
+    # The method's own sections only: layer dropping is recorded for copra runs alone.
+    assert ("layer_drop" in manifest) == (method == "copra")
+    if method == "copra":
+        assert manifest["layer_drop"] == asdict(LayerDropSettings())
 
 
 def test_a_given_split_is_one_fold(complex_task, tmp_path):
@@ -182,14 +191,9 @@ def test_a_given_split_is_one_fold(complex_task, tmp_path):
     table["split"] = ["train"] * 6 + ["valid"] * 3 + ["test"] * 3
     table["fold"] = 0
     table.to_csv(data / "table.tsv", sep="\t", index=False)
+    training = ComplexTraining(Head(), 0, settings=FAST, coformer=SMALL)
     run_complex(
-        data,
-        tmp_path / "run",
-        method="head",
-        seed=0,
-        residue_embeddings=data / "residue_embeddings.npz",
-        settings=FAST,
-        coformer=SMALL,
+        data, tmp_path / "run", training, residue_embeddings=data / "residue_embeddings.npz"
     )
     predictions = pd.read_csv(tmp_path / "run/predictions.tsv", sep="\t")
     assert predictions.groupby("split").size().to_dict()["valid"] == 3
@@ -198,7 +202,7 @@ def test_a_given_split_is_one_fold(complex_task, tmp_path):
 
 
 def test_long_chains_go_through_the_window_around_their_patch():
-    backbone = load_backbone(MODEL, "random")
+    backbone = MODEL.load()
     residues = BackboneResidues(backbone.model, backbone.alphabet, 6, max_residues=50).eval()
     sequence = "".join(np.random.default_rng(0).choice(list("ACDEFGHIKLMNPQRSTVWY"), 200))
     positions = np.array([90, 100, 110, 180])  # mean 120: the window is 95..144
@@ -222,17 +226,9 @@ def test_missing_residue_embeddings_are_a_clear_error(complex_task, tmp_path):
         lengths=np.array([2]),
         metadata=np.array("{}"),
     )
+    training = ComplexTraining(Head(), 0, settings=replace(FAST, folds=3), coformer=SMALL)
     with pytest.raises(InputError, match="has no per-residue embedding; re-run"):
-        run_complex(
-            complex_task / "data",
-            tmp_path / "run",
-            method="head",
-            seed=0,
-            folds=3,
-            residue_embeddings=empty,
-            settings=FAST,
-            coformer=SMALL,
-        )
+        run_complex(complex_task / "data", tmp_path / "run", training, residue_embeddings=empty)
     with pytest.raises(InputError, match="complex tasks train with head, lora, copra"):
-        run_complex(complex_task / "data", tmp_path / "run", method="full", seed=0)
+        run_complex(complex_task / "data", tmp_path / "run", ComplexTraining(Full(), 0))
     assert not (tmp_path / "run").exists() and inputs

@@ -14,15 +14,10 @@ import pytest
 from Bio.PDB import MMCIFIO, PDBParser
 
 from copra.cli import main
-from copra.complexes import (
-    KIND,
-    ComplexSettings,
-    assign_folds,
-    ingest_complexes,
-    run_ingest_complexes,
-)
+from copra.complexes import KIND, assign_folds, ingest_complexes, run_ingest_complexes
 from copra.demo_complexes import write_demo_complexes
 from copra.errors import InputError
+from copra.settings import ComplexSettings, TaskSettings
 from copra.structures import interface, read_structure, resolve_chains
 
 N = 40
@@ -53,12 +48,13 @@ def demo(tmp_path_factory) -> Path:
 def ingested(demo, tmp_path_factory):
     """The demo ingested with its mutations: the result and the folder of its tables."""
     out = tmp_path_factory.mktemp("ingested")
-    task = {
-        "labels": demo / "complexes.csv",
-        "structures": demo / "structures",
-        "columns": LABEL,
-        "mutations": demo / "complex_mutations.csv",
-    }
+    task = TaskSettings(
+        KIND,
+        labels=demo / "complexes.csv",
+        structures=demo / "structures",
+        columns=LABEL,
+        mutations=demo / "complex_mutations.csv",
+    )
     return run_ingest_complexes(task, out, ComplexSettings()), out
 
 
@@ -446,7 +442,7 @@ def test_cli_writes_every_table(demo, tmp_path):
 def test_real_complexes_have_their_named_chains(shared_data, tmp_path):
     """All 70 PRDB complexes: chains.tsv holds exactly the named chains, kinds and sequences."""
     pra = shared_data / "pra"
-    task = {"labels": pra / "affinity.csv", "structures": pra / "pdb", "columns": LABEL}
+    task = TaskSettings(KIND, labels=pra / "affinity.csv", structures=pra / "pdb", columns=LABEL)
     run_ingest_complexes(task, tmp_path, ComplexSettings())
     chains = pd.read_csv(tmp_path / "chains.tsv", sep="\t", dtype=str, keep_default_na=False)
     affinity = pd.read_csv(pra / "affinity.csv", dtype=str)

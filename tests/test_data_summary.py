@@ -3,6 +3,7 @@
 import pandas as pd
 
 from copra.data_summary import run_data_summary
+from copra.settings import TaskSettings
 
 
 def write(folder, table: pd.DataFrame, sequences: dict[str, str]):
@@ -16,9 +17,8 @@ def write(folder, table: pd.DataFrame, sequences: dict[str, str]):
 
 def summary(tmp_path, table, sequences, kind, **extra):
     paths = write(tmp_path, table, sequences)
-    frame = run_data_summary(
-        "t", *paths, tmp_path / "s.tsv", tmp_path / "s.png", kind=kind, **extra
-    )
+    task = TaskSettings(kind, **extra)
+    frame = run_data_summary("t", *paths, tmp_path / "s.tsv", tmp_path / "s.png", task=task)
     assert (tmp_path / "s.png").stat().st_size > 5_000
     assert frame.equals(pd.read_csv(tmp_path / "s.tsv", sep="\t").astype(frame.dtypes))
     return frame.set_index(["section", "split", "name"]).value

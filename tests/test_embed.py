@@ -26,7 +26,6 @@ from copra.cli import main
 from copra.embed import (
     Chunk,
     ChunkEncoder,
-    EmbeddingSettings,
     ShardWriter,
     cache_key,
     chunk_sequence,
@@ -40,10 +39,12 @@ from copra.embed import (
 from copra.embedding_cache import EmbeddingCache
 from copra.errors import InputError
 from copra.sequences import STANDARD, sequence_hash
+from copra.settings import EmbeddingSettings, ModelSettings
 
 NAME = "esm2_t6_8M_UR50D"
 SEED = 0
 REPO = Path(__file__).resolve().parents[1]
+MODEL = ModelSettings(NAME, "random", SEED)
 
 
 def random_sequences(count, low, high, seed):
@@ -64,14 +65,12 @@ def numbered(sequences, prefix="s"):
 def embed_file(tmp_path, fasta, output="out.npz", cache="cache", **settings):
     """run_embed on the random backbone; returns (ids, vectors, metadata) of the output."""
     output = tmp_path / output
+    cache_dir = None if cache is None else tmp_path / cache
     run_embed(
-        NAME,
-        "random",
         output,
+        model=MODEL,
+        settings=EmbeddingSettings(cache_dir=cache_dir, **settings),
         fasta=fasta,
-        cache_dir=None if cache is None else tmp_path / cache,
-        settings=EmbeddingSettings(**settings),
-        seed=SEED,
     )
     return read_embeddings(output)
 
@@ -292,64 +291,59 @@ def test_sharded_embedding_equals_the_unsharded_run(tmp_path, caplog):
         "seq_hash\tlength\tsequence\n"
         + "".join(f"{sequence_hash(s)}\t{len(s)}\t{s}\n" for s in sequences)
     )
+    sharded_settings = EmbeddingSettings(cache_dir=tmp_path / "cache", shards=3)
     records = []
     for shard in range(3):
         out = tmp_path / f"shard{shard}.json"
         run_embed_shard(
-            NAME,
-            "random",
-            out,
-            sequence_table=table,
-            cache_dir=tmp_path / "cache",
-            shard=shard,
-            shards=3,
-            seed=SEED,
+            out, model=MODEL, settings=sharded_settings, sequence_table=table, shard=shard
         )
         records.append(json.loads(out.read_text()))
     assert sum(r["sequences"] for r in records) == 12 and all(r["cached"] == 0 for r in records)
+    assert all(r["shards"] == 3 for r in records)
     with ForwardCounter() as count:
         run_embed(
-            NAME,
-            "random",
             tmp_path / "sharded.npz",
+            model=MODEL,
+            settings=EmbeddingSettings(cache_dir=tmp_path / "cache"),
             sequence_table=table,
-            cache_dir=tmp_path / "cache",
-            seed=SEED,
         )
     assert count.calls == 0
     assert counts_message(caplog) == "12 unique sequences: 12 cached, 0 to compute"
     run_embed(
-        NAME,
-        "random",
         tmp_path / "whole.npz",
+        model=MODEL,
+        settings=EmbeddingSettings(cache_dir=tmp_path / "other"),
         sequence_table=table,
-        cache_dir=tmp_path / "other",
-        seed=SEED,
     )
     sharded, whole = (read_embeddings(tmp_path / f"{n}.npz") for n in ("sharded", "whole"))
     assert sharded[0] == whole[0] and sharded[2] == whole[2]
     np.testing.assert_allclose(sharded[1], whole[1], atol=1e-5)
     run_embed_shard(
-        NAME,
-        "random",
         tmp_path / "again.json",
+        model=MODEL,
+        settings=sharded_settings,
         sequence_table=table,
-        cache_dir=tmp_path / "cache",
         shard=1,
-        shards=3,
-        seed=SEED,
     )
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["computed"] == 0 and again["cached"] == records[1]["sequences"]
     with pytest.raises(InputError, match="shard 3 is not one of 0..2"):
         run_embed_shard(
-            NAME,
-            "random",
             tmp_path / "bad.json",
+            model=MODEL,
+            settings=sharded_settings,
             sequence_table=table,
-            cache_dir=tmp_path / "cache",
             shard=3,
-            shards=3,
+        )
+    # A shard only fills the cache: without one it is refused.
+    with pytest.raises(InputError, match="cache_dir"):
+        run_embed_shard(
+            tmp_path / "bad.json",
+            model=MODEL,
+            settings=EmbeddingSettings(cache_dir=None, shards=3),
+            sequence_table=table,
+            shard=0,
         )
     assert not (tmp_path / "bad.json").exists()
 
@@ -398,7 +392,7 @@ def test_sequence_table_input(tmp_path):
         + "".join(f"{h}\t{s}\n" for h, s in zip(hashes, sequences, strict=True))
     )
     output = tmp_path / "out.npz"
-    run_embed(NAME, "random", output, sequence_table=table, seed=SEED)
+    run_embed(output, model=MODEL, settings=EmbeddingSettings(cache_dir=None), sequence_table=table)
     ids, vectors, _ = read_embeddings(output)
     assert ids == hashes
     fasta = write_fasta(tmp_path / "in.fasta", numbered(sequences))
@@ -408,7 +402,7 @@ def test_sequence_table_input(tmp_path):
 
 def test_no_cache_writes_no_cache_folder(tmp_path, cli):
     fasta = write_fasta(tmp_path / "in.fasta", numbered(random_sequences(5, 10, 30, seed=11)))
-    common = ["embed", "--model", NAME, "--weights", "random", "--seed", str(SEED)]
+    common = ["embed", "--model", NAME, "--weights", "random", "--model-seed", str(SEED)]
     common += ["--fasta", str(fasta)]
     cached_dir, uncached_dir = tmp_path / "cache", tmp_path / "never"
     out = ["--output", str(tmp_path / "cached.npz"), "--cache-dir", str(cached_dir)]
@@ -430,13 +424,10 @@ def test_cache_folder_per_embedding_configuration(tmp_path):
     def new_folders(seed=SEED, **settings):
         before = set(cache.glob("*"))
         run_embed(
-            NAME,
-            "random",
             tmp_path / "out.npz",
+            model=ModelSettings(NAME, "random", seed),
+            settings=EmbeddingSettings(cache_dir=cache, **settings),
             fasta=fasta,
-            cache_dir=cache,
-            settings=EmbeddingSettings(**settings),
-            seed=seed,
         )
         return set(cache.glob("*")) - before
 
@@ -459,7 +450,7 @@ def test_cache_folder_per_embedding_configuration(tmp_path):
     assert base_key["layer"] == 6
     assert json.loads((folders[0] / "key.json").read_text()) == base_key
     # What does not change the vectors does not change the folder.
-    for variant in ({"batch_tokens": 64}, {"window_stride": 7}, {"layer": 6}):
+    for variant in ({"batch_tokens": 64}, {"window_stride": 7}, {"layer": 6}, {"shards": 4}):
         assert new_folders(**variant) == set(), variant
 
 
@@ -588,7 +579,8 @@ def test_kill_mid_run_leaves_complete_shards(tmp_path, caplog):
     fasta = write_fasta(tmp_path / "in.fasta", numbered(sequences))
     cache = tmp_path / "cache"
     command = [sys.executable, "-c", KILLED_RUN, "embed", "--model", NAME, "--weights", "random"]
-    command += ["--seed", str(SEED), "--fasta", str(fasta), "--output", str(tmp_path / "k.npz")]
+    command += ["--model-seed", str(SEED), "--fasta", str(fasta)]
+    command += ["--output", str(tmp_path / "k.npz")]
     command += ["--cache-dir", str(cache), "--batch-tokens", "64"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
@@ -654,7 +646,12 @@ def test_exactly_one_input_is_required(tmp_path):
     table.write_text(f"seq_hash\tsequence\n{sequence_hash('MKV')}\tMKV\n")
     for inputs in ({}, {"fasta": fasta, "sequence_table": table}):
         with pytest.raises(InputError, match="exactly one"):
-            run_embed(NAME, "random", tmp_path / "out.npz", **inputs)
+            run_embed(
+                tmp_path / "out.npz",
+                model=MODEL,
+                settings=EmbeddingSettings(cache_dir=None),
+                **inputs,
+            )
     assert not (tmp_path / "out.npz").exists()
 
 

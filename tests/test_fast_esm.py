@@ -71,7 +71,8 @@ def test_fast_forward_under_bf16_autocast_stays_near_fair_esm(backbone):
 
 
 def test_fast_path_with_lora_wrapped_layers_and_fallbacks(backbone):
-    from copra.lora import LoraSettings, add_lora
+    from copra.lora import add_lora
+    from copra.methods.lora import LoraSettings
 
     model = load_backbone(NAME, "random", seed=SEED).model
     targets = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
@@ -103,7 +104,8 @@ def test_fused_blocks_train_as_fair_esm_does(padded):
 
     LoRA dropout is off: the fused block calls v_proj first, so dropout draws a different mask
     than fair-esm's order would (each run is still reproducible)."""
-    from copra.lora import LoraSettings, add_lora
+    from copra.lora import add_lora
+    from copra.methods.lora import LoraSettings
 
     settings = LoraSettings(
         target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1"], dropout=0.0

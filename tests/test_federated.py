@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from copra.backbone import load_backbone
+from copra import methods
 from copra.demo_data import write_demo_data
 from copra.errors import InputError
 from copra.federated import (
@@ -26,27 +26,30 @@ from copra.federated import (
     run_federated,
     subset,
 )
-from copra.finetune import (
-    Batcher,
-    FinetuneSettings,
-    build_model,
-    load_finetuned,
-    predict,
-    run_finetune,
-    task_data,
-)
+from copra.finetune import Training, run_finetune
 from copra.ingest import run_ingest
-from copra.layer_drop import LayerDropSettings
-from copra.lora import LoraSettings
+from copra.methods.layer_drop import LayerDropLora
+from copra.methods.lora import Lora, LoraSettings
 from copra.metrics import loss_and_primary_metric
+from copra.settings import (
+    FederatedSettings,
+    FinetuneSettings,
+    HeadArchitecture,
+    IngestSettings,
+    ModelSettings,
+    TaskSettings,
+)
 from copra.tables import read_sequences, read_task_table
 from copra.targets import Targets
+from copra.task_data import Batcher, predict, task_data
+from copra.trained_run import load_finetuned
 
-MODEL = {"model_name": "esm2_t6_8M_UR50D", "weights": "random"}
+MODEL = ModelSettings(name="esm2_t6_8M_UR50D", weights="random")
 SETTINGS = FinetuneSettings(
     batch_size=8, gradient_accumulation=2, max_epochs=1, patience=1, device="cpu"
 )
-HEAD = {"hidden": 16, "dropout": 0.1, "pair_combination": "mean"}
+HEAD = HeadArchitecture(hidden=16, dropout=0.1, pair_combination="mean")
+SPLIT = IngestSettings({"train": 0.8, "valid": 0.1, "test": 0.1}, 0)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +62,9 @@ def tasks(tmp_path_factory):
         ("localization", "sequence_classification", "localization.tsv"),
         ("stability", "sequence_regression", "stability.tsv"),
     ):
-        task = {
-            "kind": kind,
-            "labels": folder / "demo" / labels,
-            "sequences": folder / "demo" / "proteins.fasta",
-        }
+        task = TaskSettings(kind, folder / "demo" / labels, folder / "demo" / "proteins.fasta")
         table, sequences = folder / name / "table.tsv", folder / name / "sequences.tsv"
-        run_ingest(task, table, sequences, {"train": 0.8, "valid": 0.1, "test": 0.1}, 0)
+        run_ingest(task, table, sequences, SPLIT)
         out[name] = (kind, table, sequences)
     return out
 
@@ -79,42 +78,42 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def federated(tasks, name, method, output, **options):
+def training(kind: str, method: str, seed: int = 3, settings: FinetuneSettings = SETTINGS):
+    """What run_finetune is told (and run_federated, which reads all but the seed)."""
+    chosen = methods.get(method)()
+    return Training(TaskSettings(kind), chosen, seed, MODEL, settings, HEAD)
+
+
+def federated(tasks, name, method, output, partition="iid", settings=SETTINGS, **options):
     kind, table, sequences = tasks[name]
     arguments = {
-        "partition": "iid",
         "aggregations": ["fedavg"],
         "clients": 1,
         "rounds": 1,
         "local_epochs": 1,
         "dirichlet_alpha": 1.0,
         "seed": 3,
-        "settings": SETTINGS,
-        "head": HEAD,
-        **MODEL,
         **options,
     }
-    return run_federated(table, sequences, output, task=name, kind=kind, method=method, **arguments)
+    return run_federated(
+        table,
+        sequences,
+        output,
+        task=name,
+        training=training(kind, method, settings=settings),
+        federated=FederatedSettings(**arguments),
+        partition=partition,
+    )
 
 
 @pytest.mark.parametrize(("name", "method"), [("stability", "lora"), ("localization", "copra")])
 def test_one_client_one_round_is_ordinary_training(tasks, tmp_path, name, method):
     """Same seed: the federated global model after round 1 is run_finetune's model of 1 epoch."""
     kind, table_path, sequences_path = tasks[name]
-    run_finetune(
-        table_path,
-        sequences_path,
-        tmp_path / "run",
-        kind=kind,
-        method=method,
-        seed=3,
-        settings=SETTINGS,
-        head=HEAD,
-        **MODEL,
-    )
+    run_finetune(table_path, sequences_path, tmp_path / "run", training(kind, method, seed=3))
     table = federated(tasks, name, method, tmp_path / "federated.tsv")
 
-    model, targets = load_finetuned(tmp_path / "run", load_backbone(*MODEL.values()))
+    model, targets = load_finetuned(tmp_path / "run", MODEL.load())
     rows = read_task_table(table_path, kind)
     batcher = Batcher(model.alphabet, "cpu", SETTINGS.max_residues)
     for split in ("valid", "test"):
@@ -130,10 +129,10 @@ def test_one_client_one_round_is_ordinary_training(tasks, tmp_path, name, method
 def lora_state(rank: int = 4, seed: int = 0):
     """The layout of a small LoRA model and a random state of its federated tensors."""
     torch.manual_seed(seed)
-    backbone = load_backbone(*MODEL.values())
+    backbone = MODEL.load()
     targets = Targets("binary", classes=["0", "1"])
-    lora = LoraSettings(rank=rank, alpha=8.0, target_modules=["k_proj", "fc1"])
-    model = build_model("lora", backbone, targets, "sequence_classification", lora, HEAD)
+    method = Lora(lora=LoraSettings(rank=rank, alpha=8.0, target_modules=["k_proj", "fc1"]))
+    model = method.build(backbone, targets.out_dim, "sequence_classification", HEAD)
     layout = Layout.of(model)
     state = read_state(model, layout.names)
     return layout, {n: torch.randn_like(t) for n, t in state.items()}
@@ -216,20 +215,13 @@ def test_client_trainers_span_every_round_with_their_own_seeds(tasks, aggregatio
     data = task_data(table, read_sequences(sequences_path), kind, targets)
     clients = [subset(data, np.arange(17)), subset(data, np.arange(17, 25))]
     settings = replace(SETTINGS, gradient_accumulation=1, max_epochs=50)
+    method = LayerDropLora()
     federation = Federation(
         "localization",
-        kind,
-        "copra",
+        Training(TaskSettings(kind), method, 3, MODEL, settings, HEAD),
+        FederatedSettings(aggregations=[aggregation], clients=2, rounds=3, local_epochs=2, seed=3),
         "iid",
         targets,
-        settings,
-        LoraSettings(),
-        LayerDropSettings(),
-        HEAD,
-        {"name": MODEL["model_name"], "weights": "random"},
-        3,
-        3,
-        2,
         clients,
         {},
     )
@@ -240,9 +232,12 @@ def test_client_trainers_span_every_round_with_their_own_seeds(tasks, aggregatio
     trainers = federation.trainers(model)
     # Steps per epoch 3 and 1 (batches of 8), 2 local epochs, 3 rounds: LR and dropping schedules.
     assert [t.total_steps for t in trainers] == [18, 6] == federation.total_steps
-    assert [t.dropper.total_steps for t in trainers] == [18, 6]
+    # Every client's trainer drops layers with its own fresh copy of the method.
+    assert all(isinstance(t.method, LayerDropLora) and t.method is not method for t in trainers)
+    assert trainers[0].method is not trainers[1].method and method.dropper is None
+    assert [t.method.dropper.total_steps for t in trainers] == [18, 6]
     assert [t.generator.initial_seed() for t in trainers] == [3, 1003]
-    assert [t.dropper.generator.initial_seed() for t in trainers] == [3, 1003]
+    assert [t.method.dropper.generator.initial_seed() for t in trainers] == [3, 1003]
     assert all(t.model is model for t in trainers)
     trained_a = [n for n in trainers[0].trainable if ".lora_A." in n]
     assert bool(trained_a) == (aggregation != "ffa")
@@ -307,7 +302,11 @@ def test_impossible_partitions_are_refused(classes, clients, message):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"method": "full"}, "federated method 'full' is not one of lora, copra"),
+        (
+            {"method": "full"},
+            r"federated training needs a peft adapter and one fixed rank for every module; "
+            r"method full has none \(methods that do: lora, copra\)",
+        ),
         ({"aggregations": ["fedavg", "median"]}, r"must be distinct names from fedavg, exact, ffa"),
         ({"partition": "shards"}, "partition 'shards' is not one of iid, dirichlet"),
         ({"rounds": 0}, "rounds is 0; it must be positive"),
@@ -365,6 +364,9 @@ def test_table_has_every_round_and_is_reproducible(
     manifest = json.loads((tmp_path / "a.manifest.json").read_text())
     assert sum(manifest["partition_sizes"]) == 32 and min(manifest["partition_sizes"]) >= 1
     assert manifest["client_seeds"] == [3, 1003] and manifest["aggregations"] == aggregations
+    # The method's own settings sections only: layer dropping for copra alone.
+    assert manifest["lora"]["rank"] == LoraSettings().rank
+    assert ("layer_drop" in manifest) == (method == "copra")
 
     # Same seed, aggregations in the other order: the same rows for every aggregation.
     again = federated(

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from copra.finetune import FinetuneSettings, run_finetune
+from copra import methods
+from copra.finetune import Training, run_finetune
 from copra.ingest import run_ingest
-from copra.layer_drop import LayerDropSettings
+from copra.methods.layer_drop import LayerDropSettings
 from copra.sequences import read_fasta
+from copra.settings import FinetuneSettings, IngestSettings, ModelSettings, TaskSettings
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +31,7 @@ SETTINGS = FinetuneSettings(
     eval_batch_size=16,
     max_residues=256,  # GB1 (265 aa) is cropped: random windows in training, truncated in eval
 )
-FRACTIONS = {"train": 0.6, "valid": 0.2, "test": 0.2}
+SPLIT = IngestSettings({"train": 0.6, "valid": 0.2, "test": 0.2}, split_seed=0)
 MAX_YEAST_LENGTH = 250
 EVALUATED = ("valid", "test")  # the splits predictions.tsv covers (no forward pass on train)
 
@@ -72,26 +74,26 @@ def gb1_variants(shared_data, folder, per_split=20, seed=0):
 
 @pytest.fixture(scope="module")
 def tasks(shared_data, tmp_path_factory):
-    """The two ingested tasks: {name: (kind, table path, sequences path)}."""
+    """The two ingested tasks: {name: (task settings, table path, sequences path)}."""
     folder = tmp_path_factory.mktemp("real_tasks")
     configured = {
-        "yeast": {
-            "kind": "pair_classification",
-            "labels": str(yeast_pairs(shared_data, folder)),
-            "sequences": str(shared_data / "ppi_yeast" / "sequences.fasta"),
-            "header": False,
-        },
-        "gb1": {
-            "kind": "sequence_regression",
-            "labels": str(gb1_variants(shared_data, folder)),
-            "columns": {"sequence": "sequence", "label": "target", "split": "split"},
-        },
+        "yeast": TaskSettings(
+            "pair_classification",
+            labels=str(yeast_pairs(shared_data, folder)),
+            sequences=str(shared_data / "ppi_yeast" / "sequences.fasta"),
+            header=False,
+        ),
+        "gb1": TaskSettings(
+            "sequence_regression",
+            labels=str(gb1_variants(shared_data, folder)),
+            columns={"sequence": "sequence", "label": "target", "split": "split"},
+        ),
     }
     out = {}
     for name, task in configured.items():
         table, sequences = folder / f"{name}_table.tsv", folder / f"{name}_sequences.tsv"
-        run_ingest(task, table, sequences, FRACTIONS, split_seed=0)
-        out[name] = (task["kind"], table, sequences)
+        run_ingest(task, table, sequences, SPLIT)
+        out[name] = (task, table, sequences)
     return out
 
 
@@ -102,19 +104,11 @@ def finetuned(tasks, tmp_path_factory):
 
     def run(name, method):
         if (name, method) not in runs:
-            kind, table, sequences = tasks[name]
+            task, table, sequences = tasks[name]
             out_dir = tmp_path_factory.mktemp(f"{name}_{method}")
-            run_finetune(
-                table,
-                sequences,
-                out_dir,
-                kind=kind,
-                method=method,
-                seed=0,
-                model_name=MODEL,
-                weights="random",
-                settings=SETTINGS,
-            )
+            model = ModelSettings(name=MODEL, weights="random")
+            training = Training(task, methods.get(method)(), 0, model, SETTINGS)
+            run_finetune(table, sequences, out_dir, training)
             runs[name, method] = out_dir
         return runs[name, method]
 
@@ -122,7 +116,7 @@ def finetuned(tasks, tmp_path_factory):
 
 
 def test_ingested_subsets_are_the_real_data(tasks):
-    kind, table, sequences = tasks["yeast"]
+    _, table, sequences = tasks["yeast"]
     yeast = pd.read_csv(table, sep="\t")
     seqs = pd.read_csv(sequences, sep="\t")
     assert len(yeast) == 32 and yeast.id_a.str.startswith("4932.").all()
@@ -131,7 +125,7 @@ def test_ingested_subsets_are_the_real_data(tasks):
     assert seqs.length.between(50, MAX_YEAST_LENGTH - 1).all()
     assert set(seqs.seq_hash) == set(yeast.hash_a) | set(yeast.hash_b)
 
-    kind, table, sequences = tasks["gb1"]
+    _, table, sequences = tasks["gb1"]
     gb1 = pd.read_csv(table, sep="\t")
     assert gb1.split.value_counts().to_dict() == {"train": 20, "valid": 20, "test": 20}
     assert (pd.read_csv(sequences, sep="\t").length == 265).all()
@@ -141,7 +135,7 @@ def test_ingested_subsets_are_the_real_data(tasks):
 @pytest.mark.parametrize("method", ["lora", "copra"])
 @pytest.mark.parametrize("name", ["yeast", "gb1"])
 def test_finetune_writes_a_complete_run(tasks, finetuned, name, method):
-    kind, table_path, _ = tasks[name]
+    task, table_path, _ = tasks[name]
     out = finetuned(name, method)
     for path in [
         "adapter/adapter_config.json",
@@ -157,7 +151,7 @@ def test_finetune_writes_a_complete_run(tasks, finetuned, name, method):
 
     table = pd.read_csv(table_path, sep="\t")
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
-    keys = ["id_a", "id_b"] if kind == "pair_classification" else ["id"]
+    keys = ["id_a", "id_b"] if task.kind == "pair_classification" else ["id"]
     evaluated = table[table.split.isin(EVALUATED)].reset_index(drop=True)
     assert len(predictions) == len(evaluated) > 0
     assert predictions[keys].equals(evaluated[keys])
@@ -216,6 +210,7 @@ def test_copra_records_layer_dropping(tasks, finetuned, name):
         "stage1_fraction": LayerDropSettings().stage1_fraction,
         "schedule": LayerDropSettings().schedule,
     }
+    assert manifest["lora"]["rank"] == 8 and len(manifest["wrapped_modules"]) == 2 * NUM_LAYERS
 
 
 @pytest.mark.parametrize("name", ["yeast", "gb1"])
@@ -223,5 +218,7 @@ def test_lora_has_no_layer_dropping(finetuned, name):
     out = finetuned(name, "lora")
     manifest = json.loads((out / "manifest.json").read_text())
     assert not (out / "layer_drop.tsv").exists()
-    assert manifest["layer_activation_counts"] is None
-    assert manifest["layer_drop"] is None
+    # A lora run's manifest records its own sections only: no layer-dropping keys at all.
+    assert "layer_activation_counts" not in manifest
+    assert "layer_drop" not in manifest
+    assert "lora" in manifest and "wrapped_modules" in manifest

@@ -12,6 +12,7 @@ from copra.cli import main
 from copra.errors import InputError
 from copra.ingest import ingest_task, run_ingest
 from copra.sequences import sequence_hash
+from copra.settings import IngestSettings, TaskSettings
 
 FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
 PROTEINS = {
@@ -47,10 +48,11 @@ def _table(tmp_path, rows, name="labels.tsv"):
     return path
 
 
-def _ingest(kind, labels, sequences=None, **options):
-    options.setdefault("split_fractions", FRACTIONS)
-    options.setdefault("split_seed", 0)
-    return ingest_task(kind, labels, sequences, **options)
+def _ingest(kind, labels, sequences=None, *, split_fractions=FRACTIONS, split_seed=0, **task):
+    """ingest_task on a task of `kind` (further TaskSettings fields in `task`)."""
+    return ingest_task(
+        TaskSettings(kind, labels, sequences, **task), IngestSettings(split_fractions, split_seed)
+    )
 
 
 def _cli(capsys, tmp_path, *args):
@@ -111,15 +113,15 @@ def test_identical_sequences_under_different_ids_share_one_hash(tmp_path):
 
 def test_run_ingest_writes_both_tables_and_no_temporary_file(tmp_path):
     out = tmp_path / "results" / "task"
-    task = {
-        "kind": "sequence_regression",
-        "labels": _table(
+    task = TaskSettings(
+        kind="sequence_regression",
+        labels=_table(
             tmp_path,
             [["id", "label", "split"], ["p1", "1.5", "train"], ["p2", "-2e-1", "valid"]],
         ),
-        "sequences": _fasta(tmp_path),
-    }
-    run_ingest(task, out / "table.tsv", out / "sequences.tsv", FRACTIONS, 0)
+        sequences=_fasta(tmp_path),
+    )
+    run_ingest(task, out / "table.tsv", out / "sequences.tsv", IngestSettings(FRACTIONS, 0))
     assert sorted(p.name for p in out.iterdir()) == ["sequences.tsv", "table.tsv"]
     table = pd.read_csv(out / "table.tsv", sep="\t")
     assert list(table.columns) == ["id", "seq_hash", "label", "split"]
@@ -316,6 +318,12 @@ def test_random_split_same_seed_same_split(tmp_path):
 
 def test_random_split_different_seed_different_split(tmp_path):
     assert not np.array_equal(_random_split(tmp_path, 0), _random_split(tmp_path, 1))
+
+
+def test_random_split_does_not_depend_on_the_order_of_the_fractions(tmp_path):
+    """The rules pass the config as JSON with sorted keys (test, train, valid)."""
+    reordered = {"test": 0.1, "valid": 0.1, "train": 0.8}
+    assert np.array_equal(_random_split(tmp_path, 0), _random_split(tmp_path, 0, reordered))
 
 
 def test_random_split_respects_the_fractions(tmp_path):

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from copra.backbone import load_backbone
-from copra.layer_drop import LayerDropper, LayerDropSettings, activation_probability
-from copra.lora import LoraSettings, add_lora, lora_layers_by_block
+from copra.layer_drop import LayerDropper, activation_probability
+from copra.lora import add_lora, lora_layers_by_block
+from copra.methods.layer_drop import LayerDropSettings
+from copra.methods.lora import LoraSettings
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,13 @@ from copra.adapter_algebra import (
 )
 from copra.backbone import load_backbone
 from copra.errors import InputError
-from copra.finetune import Batcher, predict, task_data
 from copra.lmc import barriers, path_model, run_lmc
+from copra.settings import LmcSettings, ModelSettings
 from copra.tables import read_sequences, read_task_table
+from copra.task_data import Batcher, predict, task_data
 from copra.trained_run import TrainedRun
 
-MODEL = {"model_name": "esm2_t6_8M_UR50D", "weights": "random"}
+MODEL = ModelSettings("esm2_t6_8M_UR50D", "random")
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,8 @@ def test_lmc_table_has_both_paths_and_the_cross_terms(two_seeds):
         sequences,
         folder / "lmc.tsv",
         task="stability",
-        alphas=3,
-        **MODEL,
+        settings=LmcSettings(alphas=3),
+        model=MODEL,
     )
     assert list(curve.columns) == [
         "task",
@@ -152,6 +153,6 @@ def test_incompatible_adapters_are_refused_naming_both(two_seeds, tmp_path):
             sequences,
             tmp_path / "x.tsv",
             task="stability",
-            alphas=3,
-            **MODEL,
+            settings=LmcSettings(alphas=3),
+            model=MODEL,
         )

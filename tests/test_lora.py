@@ -4,7 +4,8 @@ import pytest
 
 from copra.backbone import load_backbone
 from copra.errors import InputError
-from copra.lora import LoraSettings, add_lora, check_lora_settings, wrapped_module_names
+from copra.lora import add_lora, check_lora_settings, wrapped_module_names
+from copra.methods.lora import LoraSettings
 
 
 @pytest.fixture()

@@ -10,12 +10,12 @@ from conftest import small_regression_task, train_runs
 from peft.tuners.lora import LoraLayer
 
 from copra.adapter_algebra import add_adapter, delta_weights, load_adapter, with_adapter
-from copra.backbone import load_backbone
 from copra.cli import main
 from copra.errors import InputError
-from copra.merging import COMBINATIONS, MergeSettings, add_merged, merge_seeds, merge_tasks
+from copra.merging import COMBINATIONS, add_merged, merge_seeds, merge_tasks
+from copra.settings import MergeSettings, ModelSettings
 
-MODEL = {"model_name": "esm2_t6_8M_UR50D", "weights": "random"}
+MODEL = ModelSettings("esm2_t6_8M_UR50D", "random")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def task_runs(tmp_path_factory):
 
 def merged_deltas(adapters, weights, combination):
     """dW of each module of the adapter peft (or `exact`) merges from `adapters`."""
-    backbone = load_backbone(**{"name": "esm2_t6_8M_UR50D", "weights": "random"})
+    backbone = MODEL.load()
     model = with_adapter(backbone.model, adapters[0], "source0")
     for i, adapter in enumerate(adapters[1:], start=1):
         add_adapter(model, adapter, f"source{i}")
@@ -74,9 +74,8 @@ def test_merge_seeds_table(task_runs, tmp_path):
         sequences,
         output,
         task="stability",
-        schemes=["1:1", "1:2", "1:1:1"],
-        combinations=list(COMBINATIONS),
-        **MODEL,
+        settings=MergeSettings(schemes=["1:1", "1:2", "1:1:1"], combinations=list(COMBINATIONS)),
+        model=MODEL,
     )
     assert pd.read_csv(output, sep="\t").shape == table.shape
     assert (tmp_path / "merging.manifest.json").is_file()
@@ -103,9 +102,8 @@ def test_merging_one_adapter_with_itself_exactly_gives_its_own_scores(task_runs,
         sequences,
         tmp_path / "self.tsv",
         task="stability",
-        schemes=["1:1"],
-        combinations=["exact"],
-        **MODEL,
+        settings=MergeSettings(schemes=["1:1"], combinations=["exact"]),
+        model=MODEL,
     )
     assert (table.merged - table.source_mean).abs().max() < 1e-5
 
@@ -113,9 +111,8 @@ def test_merging_one_adapter_with_itself_exactly_gives_its_own_scores(task_runs,
 def test_merge_tasks_keeps_each_task_head(task_runs, tmp_path):
     _, table_path, sequences, runs = task_runs
     inputs = {"a": (runs[0], table_path, sequences), "b": (runs[3], table_path, sequences)}
-    table = merge_tasks(
-        inputs, tmp_path / "tasks.tsv", weight=1.0, combinations=["exact", "ties"], **MODEL
-    )
+    settings = MergeSettings(combinations=["exact", "ties"], multitask_weight=1.0)
+    table = merge_tasks(inputs, tmp_path / "tasks.tsv", settings=settings, model=MODEL)
     assert set(table.task) == {"a", "b"} and set(table.method) == {"copra+lora"}
     assert set(table[table.task == "b"].sources) == {"b"}
     assert table[table.combination == "exact"].max_output_diff_vs_sum.max() < 1e-5
@@ -160,9 +157,8 @@ def test_bad_sources_are_refused_naming_both(task_runs, tmp_path):
             sequences,
             tmp_path / "bad.tsv",
             task="stability",
-            schemes=["1:1"],
-            combinations=list(combinations),
-            **MODEL,
+            settings=MergeSettings(schemes=["1:1"], combinations=list(combinations)),
+            model=MODEL,
         )
 
     rank4 = runs[4]
@@ -205,7 +201,6 @@ def test_bad_sources_are_refused_naming_both(task_runs, tmp_path):
             sequences,
             tmp_path / "bad.tsv",
             task="stability",
-            schemes=["1"],
-            combinations=["exact"],
-            **MODEL,
+            settings=MergeSettings(schemes=["1"], combinations=["exact"]),
+            model=MODEL,
         )

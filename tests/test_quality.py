@@ -73,3 +73,20 @@ def test_a_light_subcommand_does_not_import_torch():
         assert command.format_help(), name
     assert "--lora-rank" in commands["finetune"].format_help()
     assert "--layer-drop-p0" in commands["train-complex"].format_help()
+
+
+def test_no_function_takes_more_than_eight_parameters():
+    """Settings travel grouped in settings objects, not as long parameter lists."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "copra").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                given = node.args
+                names = [a.arg for a in [*given.posonlyargs, *given.args, *given.kwonlyargs]]
+                names += [a.arg for a in (given.vararg, given.kwarg) if a]
+                names = [n for n in names if n not in ("self", "cls")]
+                if len(names) > 8:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {len(names)}")
+    assert long == []

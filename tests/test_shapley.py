@@ -10,9 +10,10 @@ from safetensors.torch import load_file, save_file
 
 from copra.cli import main
 from copra.errors import InputError
-from copra.shapley import CoalitionGame, ShapleySettings, run_shapley, shapley_values
+from copra.settings import ModelSettings, ShapleySettings
+from copra.shapley import CoalitionGame, run_shapley, shapley_values
 
-MODEL = {"model_name": "esm2_t6_8M_UR50D", "weights": "random"}
+MODEL = ModelSettings("esm2_t6_8M_UR50D", "random")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def shapley(trained, output, run=None, **settings):
         output,
         task="stability",
         settings=ShapleySettings(**settings),
-        **MODEL,
+        model=MODEL,
     )
 
 
@@ -145,6 +146,7 @@ def test_layer_module_players_through_the_cli(trained, tmp_path):
 def test_a_run_without_adapter_is_refused(trained, tmp_path):
     folder, table, sequences, _ = trained
     (full,) = train_runs(tmp_path, table, sequences, [0], "full")
-    with pytest.raises(InputError, match="need a LoRA or CopRA adapter"):
+    refusal = r"Shapley values needs a peft adapter; method full has none \(methods that do: lora"
+    with pytest.raises(InputError, match=refusal):
         shapley(trained, tmp_path / "x.tsv", run=full)
     assert not (tmp_path / "x.tsv").exists()
