@@ -246,7 +246,8 @@ def _task_options(p, name_required: bool = False) -> None:
 
 def _method_options(p, choices: list[str]) -> None:
     """`--method`, and the settings of every section the methods read (`--lora-rank` ...)."""
-    p.add_argument("--method", required=True, choices=choices)
+    described = "; ".join(f"{name}: {methods.get(name).description}" for name in choices)
+    p.add_argument("--method", required=True, choices=choices, help=described)
     for section, cls in methods.sections(*choices).items():
         s.add_flags(p, cls, f"{section}_")
 

@@ -48,6 +48,14 @@ def small_regression_task(folder: Path, sequences: int = 40) -> tuple[Path, Path
     return table, sequence_table
 
 
+def finetune_argv(method, kind, table, sequences, out_dir, *extra, seed=0) -> list[str]:
+    """`copra finetune` of one task on one thread, ESM-2 8M with seeded random weights."""
+    task = ["--method", method, "--kind", kind, "--table", table, "--sequences", sequences]
+    run = ["--seed", seed, "--output-dir", out_dir]
+    backbone = ["--model", "esm2_t6_8M_UR50D", "--weights", "random"]
+    return [str(word) for word in ["--threads", 1, "finetune", *task, *run, *backbone, *extra]]
+
+
 def train_runs(folder: Path, table, sequences, seeds, method="lora", *extra) -> list[Path]:
     """One-epoch runs of the regression task through the CLI, one folder per seed."""
     import torch
@@ -57,33 +65,9 @@ def train_runs(folder: Path, table, sequences, seeds, method="lora", *extra) -> 
     threads, runs = torch.get_num_threads(), []
     for seed in seeds:
         runs.append(folder / f"{method}{''.join(extra)}-seed{seed}")
-        args = [
-            "--threads",
-            "1",
-            "finetune",
-            "--method",
-            method,
-            "--kind",
-            "sequence_regression",
-            "--table",
-            str(table),
-            "--sequences",
-            str(sequences),
-            "--seed",
-            str(seed),
-            "--output-dir",
-            str(runs[-1]),
-            "--model",
-            "esm2_t6_8M_UR50D",
-            "--weights",
-            "random",
-            "--batch-size",
-            "8",
-            "--max-epochs",
-            "1",
-            *extra,
-        ]
-        assert main(args) == 0
+        short = ["--batch-size", "8", "--max-epochs", "1", *extra]
+        kind = "sequence_regression"
+        assert main(finetune_argv(method, kind, table, sequences, runs[-1], *short, seed=seed)) == 0
     torch.set_num_threads(threads)
     return runs
 

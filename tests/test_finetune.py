@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import finetune_argv
 
 from copra import methods, protein_model
 from copra.backbone import load_backbone
@@ -57,36 +58,8 @@ def one_thread():
 
 def finetune_args(tasks, name, method, out_dir, *extra):
     kind, table, sequences = tasks[name]
-    return [
-        "--threads",
-        "1",
-        "finetune",
-        "--method",
-        method,
-        "--kind",
-        kind,
-        "--table",
-        str(table),
-        "--sequences",
-        str(sequences),
-        "--seed",
-        "0",
-        "--output-dir",
-        str(out_dir),
-        "--model",
-        "esm2_t6_8M_UR50D",
-        "--weights",
-        "random",
-        "--batch-size",
-        "8",
-        "--gradient-accumulation",
-        "2",
-        "--max-epochs",
-        "2",
-        "--patience",
-        "2",
-        *map(str, extra),
-    ]
+    short = ["--batch-size", 8, "--gradient-accumulation", 2, "--max-epochs", 2, "--patience", 2]
+    return finetune_argv(method, kind, table, sequences, out_dir, *short, *extra)
 
 
 @pytest.mark.parametrize(

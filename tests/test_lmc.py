@@ -66,18 +66,16 @@ def check_endpoints(runs, adapters, heads, backbone, targets, data, batcher, fol
             assert np.array_equal(scores, saved.prediction.to_numpy(np.float32)), (path, alpha)
 
 
+def lmc(run_a, run_b, table, sequences, output):
+    """`run_lmc` of two runs of the stability task at three alphas."""
+    settings = LmcSettings(alphas=3)
+    paths = (run_a, run_b, table, sequences, output)
+    return run_lmc(*paths, task="stability", settings=settings, model=MODEL)
+
+
 def test_lmc_table_has_both_paths_and_the_cross_terms(two_seeds):
     folder, table, sequences = two_seeds
-    curve = run_lmc(
-        folder / "seed0",
-        folder / "seed1",
-        table,
-        sequences,
-        folder / "lmc.tsv",
-        task="stability",
-        settings=LmcSettings(alphas=3),
-        model=MODEL,
-    )
+    curve = lmc(folder / "seed0", folder / "seed1", table, sequences, folder / "lmc.tsv")
     assert list(curve.columns) == [
         "task",
         "method",
@@ -146,13 +144,4 @@ def test_incompatible_adapters_are_refused_naming_both(two_seeds, tmp_path):
     with pytest.raises(InputError, match="adapter file missing"):
         load_adapter(other / "adapter")
     with pytest.raises(InputError, match="not a trained run"):
-        run_lmc(
-            folder / "seed0",
-            tmp_path / "missing",
-            table,
-            sequences,
-            tmp_path / "x.tsv",
-            task="stability",
-            settings=LmcSettings(alphas=3),
-            model=MODEL,
-        )
+        lmc(folder / "seed0", tmp_path / "missing", table, sequences, tmp_path / "x.tsv")

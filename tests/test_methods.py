@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, small_regression_task
+from conftest import REPO, finetune_argv, small_regression_task
 
 from copra import config, methods
 from copra.errors import InputError
@@ -99,11 +99,9 @@ def test_the_readme_method_trains_through_the_cli(lora_plus, tmp_path):
     assert "lora_plus" in methods.names(adapter=True)
     table, sequences = small_regression_task(tmp_path)
     out = tmp_path / "run"
-    task = ["--kind", "sequence_regression", "--table", table, "--sequences", sequences]
-    run = ["--seed", 0, "--output-dir", out, "--model", "esm2_t6_8M_UR50D", "--weights", "random"]
     short = ["--batch-size", 8, "--max-epochs", 1, "--lora-plus-ratio", 4, "--lora-rank", 2]
-    args = ["--threads", 1, "finetune", "--method", "lora_plus", *task, *run, *short]
-    assert main(list(map(str, args))) == 0
+    argv = finetune_argv("lora_plus", "sequence_regression", table, sequences, out, *short)
+    assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "lora_plus" and manifest["lora_plus"] == {"ratio": 4.0}
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 2

@@ -26,5 +26,4 @@ class Head(Method):
     name = "head"
     description = "a task head on cached embeddings of the frozen backbone"
     sections = {"head": HeadSettings}
-    cached_embeddings = True
-    complex_tasks = True
+    cached_embeddings = complex_tasks = True

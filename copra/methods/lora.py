@@ -27,9 +27,7 @@ class Lora(Method):
     name = "lora"
     description = "LoRA adapters through peft (lora.*)"
     sections = {"lora": LoraSettings}
-    adapter = True
-    fixed_rank = True
-    complex_tasks = True
+    adapter = fixed_rank = complex_tasks = True
 
     def adapt(self, network, backbone_id: str):
         from copra.lora import add_lora
