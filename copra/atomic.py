@@ -1,10 +1,35 @@
-"""Atomic file output: write to a temporary name beside the target, rename on success only."""
+"""Atomic file output: write to a temporary name beside the target, rename on success only.
+
+Temporary files and folders get the modes the umask gives (mkstemp's 0600 and mkdtemp's 0700
+would make a shared results folder, cache or weights folder unreadable to the group).
+"""
 
 import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from copra.errors import InputError, file_system_failure
+
+
+@contextlib.contextmanager
+def cannot_write(target: Path):
+    """A full disk, a read-only or unwritable folder while writing `target`: one InputError."""
+    try:
+        yield
+    except OSError as error:
+        message = file_system_failure(error, target)
+        if message is None:
+            raise
+        raise InputError(message) from None
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -14,13 +39,18 @@ def atomic_path(target, suffix: str = ""):
     `suffix` keeps an extension that a writer insists on (numpy adds `.npz` otherwise).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-    os.close(fd)
+    with cannot_write(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent
+        )
+        os.close(fd)
     tmp = Path(tmp)
+    tmp.chmod(0o666 & ~current_umask())
     try:
-        yield tmp
-        os.replace(tmp, target)
+        with cannot_write(target):
+            yield tmp
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -41,12 +71,15 @@ def write_table(target, frame) -> None:
 def atomic_directory(target):
     """Yield a temporary folder beside `target`; it replaces `target` only if the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    with cannot_write(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp.chmod(0o777 & ~current_umask())
     try:
-        yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with cannot_write(target):
+            yield tmp
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

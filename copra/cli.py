@@ -13,7 +13,7 @@ from pathlib import Path
 
 from copra import config, methods
 from copra import settings as s
-from copra.errors import InputError
+from copra.errors import InputError, file_system_failure
 from copra.methods.head import HeadSettings
 
 log = logging.getLogger("copra")
@@ -494,6 +494,11 @@ def _parsers(sub) -> None:
     p.add_argument("--pruning", help="results/pruning.tsv, when pruning ran")
     p.add_argument("manifests", nargs="+", help="results/<task>/<method>/seed<k>/manifest.json")
 
+    check = _call("copra.config:check_config", "files")
+    help = "check config files: YAML syntax, keys given twice or misspelled, values"
+    p = add("check-config", check, help, config=False)
+    p.add_argument("files", nargs="+", help="YAML or JSON config files")
+
     help = "rerun a finished run from its manifest and compare"
     p = add("reproduce", cmd_reproduce, help, config=False)
     p.add_argument("results", help="the run's results/ folder (with metrics.manifest.json)")
@@ -540,5 +545,11 @@ def main(argv=None) -> int:
         status = args.func(args)
     except InputError as error:
         print(f"copra: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a folder it cannot write (or read), a full disk
+        message = file_system_failure(error)
+        if message is None:
+            raise
+        print(f"copra: error: {message}", file=sys.stderr)
         return 2
     return status or 0

@@ -6,6 +6,7 @@ CLI's defaults and the pipeline's are read from the same file.
 
 import difflib
 import functools
+import sys
 from pathlib import Path
 
 import yaml
@@ -57,6 +58,87 @@ def check_keys(config: dict, node: dict | None = None, prefix: str = "") -> None
             raise InputError(
                 f"config key '{where}' is not known{hint} Known keys here: {', '.join(known)}."
             )
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """YAML as Snakemake reads it, but a key given twice in one mapping is an error (YAML
+    loaders keep the last one silently)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    lines = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in lines:
+            raise InputError(
+                f"key '{key}' is given twice (lines {lines[key]} and {line}); YAML would keep "
+                "the second silently: keep one",
+                path=key_node.start_mark.name,
+                line=line,
+            )
+        lines[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_config_file(path) -> dict:
+    """A YAML (or JSON) config file, refused with its line for a syntax error or a key given
+    twice."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path=path)
+    try:
+        with path.open(encoding="utf-8") as stream:
+            tree = yaml.load(stream, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        column = f", column {mark.column + 1}" if mark else ""
+        problem = " ".join(filter(None, [error.context, error.problem]))
+        raise InputError(f"not valid YAML{column}: {problem}", path=path, line=line) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise InputError(f"not valid YAML: {error}", path=path) from None
+    if not isinstance(tree, dict):
+        raise InputError("a config is a mapping of sections (key: value)", path=path)
+    return tree
+
+
+def check_config_files(paths) -> None:
+    """`load_config_file` on each of `paths`: the pipeline's check of its config files."""
+    for path in paths:
+        load_config_file(path)
+
+
+def read_config_file(path) -> dict:
+    """A config file checked: its YAML, its keys (none twice, none misspelled) and its values
+    against the schema, section by section; each problem named with the file (and line)."""
+    tree = load_config_file(path)
+    try:
+        check_keys(tree)
+    except InputError as error:
+        raise InputError(str(error), path=path) from None
+    validate_sections(tree, path)
+    return tree
+
+
+def check_config(paths) -> None:
+    """`copra check-config`: `read_config_file` of each file."""
+    for path in paths:
+        tree = read_config_file(path)
+        print(f"{path}: a valid copra config ({', '.join(tree)})")
+
+
+def exit_on_input_error(check, *args):
+    """`check(*args)`; bad input ends the program with its one message and status 2 (how the
+    workflow refuses a config: Snakemake would print a traceback for an exception)."""
+    try:
+        return check(*args)
+    except InputError as error:
+        print(f"copra: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def validate_sections(tree: dict, path) -> None:

@@ -10,13 +10,19 @@ crash or a kill never leaves a partial shard that readers could see.
 
 import hashlib
 import json
+import logging
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from copra.atomic import atomic_path, write_text
+
+log = logging.getLogger(__name__)
+# What reading a truncated or corrupted shard raises (np.load on a zip, its arrays, their CRCs).
+DAMAGED = (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError)
 
 
 class EmbeddingCache:
@@ -35,21 +41,50 @@ class EmbeddingCache:
         return sorted(self.folder.glob("shard-*.npz"))
 
     def lookup(self, hashes) -> dict[str, np.ndarray]:
-        """The cached vectors among `hashes`."""
+        """The cached vectors among `hashes`; a damaged shard is moved aside (`set_aside`) and
+        what it held is missing, so the caller computes it again."""
         wanted = set(hashes)
         found: dict[str, np.ndarray] = {}
         for shard in self.shards():
             if len(found) == len(wanted):
                 break
-            with np.load(shard) as data:
-                keys = data["hashes"]
-                hits = [i for i, key in enumerate(keys) if key in wanted and key not in found]
-                if hits:
-                    vectors = data["vectors"]
-                    if "lengths" in data:  # per-residue matrices, one below the other
-                        vectors = np.split(vectors, np.cumsum(data["lengths"])[:-1])
-                    found.update((str(keys[i]), vectors[i]) for i in hits)
+            try:
+                found.update(self._read(shard, wanted - set(found)))
+            except PermissionError:
+                raise
+            except DAMAGED as error:
+                self.set_aside(shard, error)
         return found
+
+    @staticmethod
+    def _read(shard: Path, wanted: set) -> dict[str, np.ndarray]:
+        with np.load(shard) as data:
+            keys = data["hashes"]
+            hits = [i for i, key in enumerate(keys) if key in wanted]
+            if not hits:
+                return {}
+            vectors = data["vectors"]
+            if "lengths" in data:  # per-residue matrices, one below the other
+                vectors = np.split(vectors, np.cumsum(data["lengths"])[:-1])
+            return {str(keys[i]): vectors[i] for i in hits}
+
+    def set_aside(self, shard: Path, error: Exception) -> None:
+        """Rename a damaged shard to `damaged-<name>` (no longer read) and say so in the log."""
+        target = shard.with_name(f"damaged-{shard.name}")
+        try:
+            shard.rename(target)
+            where = f"moved to {target}"
+        except FileNotFoundError:  # another job moved it first
+            return
+        except OSError as failure:
+            where = f"left in place ({failure.strerror}): delete it when you can"
+        log.warning(
+            "embedding cache shard %s is damaged (%s: %s), %s; its vectors are computed again",
+            shard,
+            type(error).__name__,
+            error,
+            where,
+        )
 
     def add(self, hashes: list[str], vectors) -> Path | None:
         """Store a batch of vectors (or of per-residue matrices) as one new shard."""

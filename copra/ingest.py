@@ -3,6 +3,8 @@
 The normalized table names sequences by content hash, so later steps never depend on ids.
 """
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,39 +12,92 @@ import pandas as pd
 
 from copra.atomic import write_table
 from copra.errors import InputError
+from copra.label_checks import check_contradictions, check_informative_splits
 from copra.sequences import clean_sequence, read_fasta, sequence_hash
 from copra.settings import IngestSettings, TaskSettings
 from copra.tables import PAIR_KIND
+from copra.text_files import read_text
 
 SPLITS = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
 KINDS = ("sequence_classification", "sequence_regression", PAIR_KIND)
 
 
+SEPARATORS = {".tsv": "\t", ".tab": "\t", ".txt": "\t", ".csv": ","}
+SEPARATOR_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon"}
+LOOKS_SEPARATED = {
+    "\t": "tab-separated: name it .tsv",
+    ",": "comma-separated: name it .csv",
+    ";": "semicolon-separated (a European CSV export): save it with commas as .csv, or with "
+    "tabs as .tsv",
+}
+
+
 def read_label_table(path, header: bool = True) -> pd.DataFrame:
-    """A TSV or CSV (by extension) as strings, with the file's line number of every row."""
+    """A TSV or CSV (by extension, optionally gzipped) as strings, with the file's line number of
+    every row; its layout checked first (`check_layout`)."""
     path = Path(path)
-    separators = {".tsv": "\t", ".tab": "\t", ".txt": "\t", ".csv": ","}
-    if path.suffix.lower() not in separators:
+    suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
+    separator = SEPARATORS.get(suffix.lower())
+    if separator is None:
         raise InputError(
-            "label table must end in .tsv, .tab, .txt (tab-separated) or .csv", path=path
+            "label table must end in .tsv, .tab, .txt (tab-separated) or .csv (optionally .gz)",
+            path=path,
         )
-    if not path.is_file():
-        raise InputError("label table not found", path=path)
+    text = read_text(path, "label table")
+    check_layout(text, separator, header, path)
     try:
         frame = pd.read_csv(
-            path,
-            sep=separators[path.suffix.lower()],
+            io.StringIO(text),
+            sep=separator,
             header=0 if header else None,
             dtype=str,
             keep_default_na=False,
             skip_blank_lines=False,
         )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise InputError(f"cannot be read as a table: {error}", path=path) from None
     frame["_line"] = np.arange(len(frame)) + (2 if header else 1)
     # Blank lines are read as rows (to keep line numbers right); they are no rows of the task.
     blank = (frame.drop(columns="_line").apply(lambda c: c.str.strip()) == "").all(axis=1)
     return frame[~blank].reset_index(drop=True)
+
+
+def check_layout(text: str, separator: str, header: bool, path) -> None:
+    """Refuse a table whose rows do not line up with its first line: another separator than its
+    extension says, a row with more or fewer fields (a trailing tab), a column named twice."""
+    reader = csv.reader(io.StringIO(text), delimiter=separator)
+    first = next(reader, None)
+    if first is None:
+        return
+    if len(first) == 1:
+        for other, advice in LOOKS_SEPARATED.items():
+            if other != separator and other in first[0]:
+                raise InputError(
+                    f"the first line holds no {SEPARATOR_NAMES[separator]} but "
+                    f"{SEPARATOR_NAMES[other]}s: the file looks {advice}",
+                    path=path,
+                    line=1,
+                )
+    if header:
+        names = [name.strip() for name in first]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            where = [i + 1 for i, name in enumerate(names) if name == twice[0]]
+            raise InputError(
+                f"column {twice[0]!r} is named twice (fields {' and '.join(map(str, where))}); "
+                "rename one",
+                path=path,
+                line=1,
+            )
+    for row in reader:
+        if row and any(field.strip() for field in row) and len(row) != len(first):
+            trailing = " (a trailing separator?)" if len(row) > len(first) else ""
+            raise InputError(
+                f"this row has {len(row)} fields but the first line has {len(first)}{trailing}; "
+                "every row needs one field per column",
+                path=path,
+                line=reader.line_num,
+            )
 
 
 def _canonical_columns(kind: str, frame: pd.DataFrame, columns: dict, path) -> dict[str, object]:
@@ -81,9 +136,16 @@ def _parse_labels(kind: str, values: pd.Series, lines: pd.Series, path, multilab
             raise InputError("missing label", path=path, line=line)
     if kind == "sequence_classification":
         if multilabel:
-            return values.map(
-                lambda v: separator.join(sorted({p.strip() for p in v.split(separator)}))
-            )
+            sets = [{p.strip() for p in v.split(separator)} - {""} for v in values]
+            for value, classes, line in zip(values, sets, lines, strict=True):
+                if not classes:
+                    raise InputError(
+                        f"label {value!r} names no class (classes are separated by "
+                        f"{separator!r}); give each row at least one",
+                        path=path,
+                        line=line,
+                    )
+            return pd.Series([separator.join(sorted(c)) for c in sets], index=values.index)
         return values.str.strip()
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna() | ~np.isfinite(numbers)
@@ -107,6 +169,13 @@ def _parse_splits(frame, column, lines, path, fractions: dict, seed: int) -> np.
         rng = np.random.default_rng(seed)
         names = ["train", "valid", "test"]  # a fixed order: the config's order must not matter
         probabilities = np.array([fractions[n] for n in names], dtype=float)
+        if abs(probabilities.sum() - 1) > 1e-6:
+            given = ", ".join(f"{n} {fractions[n]:g}" for n in names)
+            raise InputError(
+                f"ingest.split_fractions ({given}) sum to {probabilities.sum():g}, not 1; "
+                "the random split needs fractions that add up to 1",
+                path=path,
+            )
         return rng.choice(names, size=len(frame), p=probabilities / probabilities.sum())
     values = frame[column].str.strip().str.lower()
     for value, line in zip(values, lines, strict=True):
@@ -214,6 +283,7 @@ def ingest_task(task: TaskSettings, settings: IngestSettings) -> tuple[pd.DataFr
     table["label"] = _parse_labels(
         kind, frame[found["label"]], lines, labels, multilabel, label_separator
     )
+    check_contradictions(table, kind, labels)
     table["split"] = _parse_splits(
         frame, found.get("split"), lines, labels, settings.split_fractions, settings.split_seed
     )
@@ -224,6 +294,7 @@ def ingest_task(task: TaskSettings, settings: IngestSettings) -> tuple[pd.DataFr
                 "leave it out for a random split",
                 path=labels,
             )
+    check_informative_splits(table, task, labels)
     if kind == "sequence_classification":
         _check_classes(table, labels, label_separator, multilabel)
     seq_table = pd.DataFrame(

@@ -12,6 +12,7 @@ from Bio import SeqIO
 
 from copra.atomic import atomic_path
 from copra.errors import InputError
+from copra.text_files import read_text
 
 STANDARD = "ACDEFGHIKLMNPQRSTVWY"
 # fair-esm's alphabet has its own tokens for these; they are kept as they are.
@@ -84,19 +85,10 @@ def _check_start(text_lines: list[str], path: Path) -> int:
 
 
 def read_fasta(path) -> list[FastaRecord]:
-    """Read and check a FASTA file; ids are unique (a repeated id must repeat its sequence)."""
+    """Read and check a FASTA file (gzipped or not); ids are unique (a repeated id must repeat
+    its sequence)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("FASTA file not found", path=path)
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"not a text file (byte {data[error.start]:#04x} is not UTF-8); expected FASTA",
-            path=path,
-            line=data[: error.start].count(b"\n") + 1,
-        ) from None
+    text = read_text(path, "FASTA file")
     # Lines as biopython reads them: universal newlines, split at line breaks only (not at \f).
     text_lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     start = _check_start(text_lines, path)

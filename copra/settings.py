@@ -16,8 +16,6 @@ import types
 import typing
 from pathlib import Path
 
-import yaml
-
 from copra import config
 from copra.errors import InputError
 
@@ -89,26 +87,12 @@ def read_config(text: str | None) -> dict:
     """
     if not text:
         return {}
-    if text.lstrip().startswith("{"):
-        try:
-            tree = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError(f"--config-json is not valid JSON: {error}") from None
-    else:
-        path = Path(text)
-        if not path.is_file():
-            raise InputError("config file not found", path=path)
-        try:
-            tree = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise InputError(f"not valid YAML: {error}", path=path) from None
-        if not isinstance(tree, dict):
-            raise InputError("a config is a mapping of sections", path=path)
-        try:
-            config.check_keys(tree)
-        except InputError as error:
-            raise InputError(str(error), path=path) from None
-        config.validate_sections(tree, path)
+    if not text.lstrip().startswith("{"):
+        return config.read_config_file(text)
+    try:
+        tree = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"--config-json is not valid JSON: {error}") from None
     config.check_keys(tree)
     return tree
 

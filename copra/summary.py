@@ -49,21 +49,18 @@ def efficiency(manifest_paths) -> pd.DataFrame:
 
 def best_methods(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per task: the primary metric of each method (mean over seeds, with its interval), the
-    best method, and each method minus the one it refines (CopRA minus LoRA)."""
+    best method (none where the metric is undefined for every method), and each method minus
+    the one it refines (CopRA minus LoRA)."""
     metrics = metrics[(metrics.split == split) & metrics.metric.isin(SHOWN)]
     rows = []
     for task, part in metrics.groupby("task"):
         metric = part.metric.iloc[0]
         summary = seed_summary(part[part.metric == metric])
-        best = summary.value.idxmax()
-        row = {
-            "task": task,
-            "metric": metric,
-            "best_method": best,
-            "best_value": summary.value[best],
-            "best_low": summary.low[best],
-            "best_high": summary.high[best],
-        }
+        defined = summary.value.dropna()  # undefined where a split had one class or value
+        best = defined.idxmax() if len(defined) else None
+        row = {"task": task, "metric": metric, "best_method": best}
+        for column in ("value", "low", "high"):
+            row[f"best_{column}"] = summary[column][best] if best else float("nan")
         for method in summary.index:
             row[method] = summary.value[method]
         for baseline, method in compared_pairs():

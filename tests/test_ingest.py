@@ -117,7 +117,12 @@ def test_run_ingest_writes_both_tables_and_no_temporary_file(tmp_path):
         kind="sequence_regression",
         labels=_table(
             tmp_path,
-            [["id", "label", "split"], ["p1", "1.5", "train"], ["p2", "-2e-1", "valid"]],
+            [
+                ["id", "label", "split"],
+                ["p1", "1.5", "train"],
+                ["p2", "-2e-1", "train"],
+                ["p4", "3", "valid"],
+            ],
         ),
         sequences=_fasta(tmp_path),
     )
@@ -125,10 +130,11 @@ def test_run_ingest_writes_both_tables_and_no_temporary_file(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["sequences.tsv", "table.tsv"]
     table = pd.read_csv(out / "table.tsv", sep="\t")
     assert list(table.columns) == ["id", "seq_hash", "label", "split"]
-    assert table["label"].tolist() == [1.5, -0.2]
+    assert table["label"].tolist() == [1.5, -0.2, 3.0]
+    assert table["split"].tolist() == ["train", "train", "valid"]
     seqs = pd.read_csv(out / "sequences.tsv", sep="\t")
     assert list(seqs.columns) == ["seq_hash", "length", "sequence"]
-    assert sorted(seqs["sequence"]) == sorted([PROTEINS["p1"], PROTEINS["p2"]])
+    assert sorted(seqs["sequence"]) == sorted([PROTEINS[p] for p in ("p1", "p2", "p4")])
     assert set(table["seq_hash"]) == set(seqs["seq_hash"])
 
 
@@ -155,14 +161,15 @@ def test_csv_with_own_column_names_mapped_by_columns(tmp_path):
 
 
 def test_cli_column_mapping(capsys, tmp_path):
-    rows = [["protein", "loc", "fold"], ["p1", "a", "train"], ["p2", "a", "val"]]
+    rows = [["protein", "loc", "fold"], ["p1", "a", "train"], ["p2", "b", "train"]]
+    rows += [["p4", "a", "val"]]
     labels = _table(tmp_path, rows, name="labels.csv")
     args = _classification_args(labels, _fasta(tmp_path))
     args += ["--column", "id=protein", "--column", "label=loc", "--column", "split=fold"]
     code, err = _cli(capsys, tmp_path, *args)
     assert code == 0, err
     table = pd.read_csv(tmp_path / "out" / "table.tsv", sep="\t")
-    assert table["split"].tolist() == ["train", "valid"]
+    assert table["split"].tolist() == ["train", "train", "valid"]
 
 
 @pytest.mark.parametrize("name", ["labels.tsv", "labels.tab", "labels.txt", "labels.TSV"])
@@ -174,10 +181,10 @@ def test_tab_separated_extensions(tmp_path, name):
 
 
 def test_split_values_are_case_insensitive_with_validation_aliases(tmp_path):
-    rows = [["id", "label", "split"], ["p1", "a", " TRAIN "], ["p2", "a", "Validation"]]
-    rows += [["p3", "a", "VAL"], ["p4", "a", "valid"], ["p5", "a", "Test"]]
+    rows = [["id", "label", "split"], ["p1", "a", " TRAIN "], ["p2", "b", "Validation"]]
+    rows += [["p3", "a", "VAL"], ["p4", "b", "Train"], ["p5", "a", "Test"]]
     table, _ = _ingest("sequence_classification", _table(tmp_path, rows), _fasta(tmp_path))
-    assert table["split"].tolist() == ["train", "valid", "valid", "valid", "test"]
+    assert table["split"].tolist() == ["train", "valid", "valid", "train", "test"]
 
 
 def test_inline_sequences_are_cleaned_and_hashed(tmp_path):
@@ -195,22 +202,24 @@ def test_ids_with_slashes_colons_and_full_header_descriptions(tmp_path):
     fasta = tmp_path / "proteins.fasta"
     fasta.write_text(">demo:prot/0001\nMKTA\n>sp|P1|X_Y membrane protein: GN=a/b\nGSHM\n")
     rows = [["id", "label", "split"], ["demo:prot/0001", "a", "train"]]
-    rows += [["sp|P1|X_Y membrane protein: GN=a/b", "a", "valid"], ["sp|P1|X_Y", "a", "test"]]
+    rows += [["sp|P1|X_Y membrane protein: GN=a/b", "b", "train"], ["sp|P1|X_Y", "a", "valid"]]
     table, _ = _ingest("sequence_classification", _table(tmp_path, rows), fasta)
     assert table["seq_hash"].tolist() == [sequence_hash(s) for s in ("MKTA", "GSHM", "GSHM")]
 
 
 def test_labels_and_ids_are_stripped(tmp_path):
-    rows = [["id", "label", "split"], [" p1 ", " a ", "train"], ["p2", "a", "valid"]]
+    rows = [["id", "label", "split"], [" p1 ", " a ", "train"], ["p2", "b ", "train"]]
+    rows += [["p4", "a", "valid"]]
     table, _ = _ingest("sequence_classification", _table(tmp_path, rows), _fasta(tmp_path))
-    assert table["id"].tolist() == ["p1", "p2"]
-    assert table["label"].tolist() == ["a", "a"]
+    assert table["id"].tolist() == ["p1", "p2", "p4"]
+    assert table["label"].tolist() == ["a", "b", "a"]
 
 
 def test_regression_labels_are_floats(tmp_path):
-    rows = [["id", "label", "split"], ["p1", "1", "train"], ["p2", "-3.5e2", "valid"]]
+    rows = [["id", "label", "split"], ["p1", "1", "train"], ["p2", "-3.5e2", "train"]]
+    rows += [["p4", "2", "valid"]]
     table, _ = _ingest("sequence_regression", _table(tmp_path, rows), _fasta(tmp_path))
-    assert table["label"].tolist() == [1.0, -350.0]
+    assert table["label"].tolist() == [1.0, -350.0, 2.0]
     assert table["label"].dtype == float
 
 
@@ -268,7 +277,7 @@ def test_no_header_uses_positions(tmp_path):
 
 
 def test_cli_no_header_with_mapped_positions(capsys, tmp_path):
-    labels = _table(tmp_path, [["train", "a", "p1"], ["valid", "a", "p2"]])
+    labels = _table(tmp_path, [["train", "a", "p1"], ["train", "b", "p4"], ["valid", "a", "p2"]])
     args = _classification_args(labels, _fasta(tmp_path))
     args += ["--no-header", "--column", "split=0", "--column", "label=1", "--column", "id=2"]
     code, err = _cli(capsys, tmp_path, *args)
@@ -276,31 +285,32 @@ def test_cli_no_header_with_mapped_positions(capsys, tmp_path):
     table = pd.read_csv(tmp_path / "out" / "table.tsv", sep="\t")
     assert table[["id", "label", "split"]].values.tolist() == [
         ["p1", "a", "train"],
+        ["p4", "b", "train"],
         ["p2", "a", "valid"],
     ]
 
 
 def test_no_header_with_an_inline_sequence_column(tmp_path):
-    rows = [["MKTA", "1.5", "train"], ["GSHM", "2.5", "valid"]]
+    rows = [["MKTA", "1.5", "train"], ["GSHM", "2.5", "train"], ["WWYY", "0", "valid"]]
     table, seqs = _ingest(
         "sequence_regression", _table(tmp_path, rows), header=False, columns={"sequence": 0}
     )
-    assert table["seq_hash"].tolist() == [sequence_hash("MKTA"), sequence_hash("GSHM")]
-    assert table["label"].tolist() == [1.5, 2.5]
+    assert table["seq_hash"].tolist() == [sequence_hash(s) for s in ("MKTA", "GSHM", "WWYY")]
+    assert table["label"].tolist() == [1.5, 2.5, 0.0]
 
 
 def test_blank_lines_in_the_label_table_are_skipped(tmp_path):
     labels = tmp_path / "labels.tsv"
-    labels.write_text("id\tlabel\tsplit\np1\ta\ttrain\n\np2\ta\tvalid\n\n\n")
+    labels.write_text("id\tlabel\tsplit\np1\ta\ttrain\n\np2\tb\ttrain\n\np4\ta\tvalid\n\n\n")
     table, _ = _ingest("sequence_classification", labels, _fasta(tmp_path))
-    assert table["id"].tolist() == ["p1", "p2"]
+    assert table["id"].tolist() == ["p1", "p2", "p4"]
 
 
 # --- random split --------------------------------------------------------------------------
 
 
 def _random_split(tmp_path, seed, fractions=FRACTIONS, n=1000):
-    rows = [["id", "label"]] + [[f"p{1 + i % 5}", str(i % 3)] for i in range(n)]
+    rows = [["id", "label"]] + [[f"p{1 + i % 5}", str(i % 5 % 3)] for i in range(n)]
     labels = _table(tmp_path, rows)
     table, _ = _ingest(
         "sequence_classification",
@@ -338,7 +348,7 @@ def test_random_split_with_a_zero_test_fraction(tmp_path):
 
 
 def test_cli_split_fractions_and_seed(capsys, tmp_path):
-    rows = [["id", "label"]] + [[f"p{1 + i % 5}", "a"] for i in range(300)]
+    rows = [["id", "label"]] + [[f"p{1 + i % 5}", "ab"[i % 5 % 2]] for i in range(300)]
     labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
     args = [*_classification_args(labels, fasta), "--split-fractions", "0.5,0.5,0"]
     splits = []
@@ -382,11 +392,11 @@ def test_missing_label(capsys, tmp_path):
     assert "missing label" in err
 
 
-def test_short_row_is_a_missing_label(capsys, tmp_path):
+def test_short_row_is_named_with_its_field_count(capsys, tmp_path):
     rows = [*CLASS_ROWS[:2], ["p2"], *CLASS_ROWS[3:]]
     labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
     err = _fails(capsys, tmp_path, *_classification_args(labels, fasta), where=f"{labels}:3")
-    assert "missing label" in err
+    assert "this row has 1 fields but the first line has 3" in err
 
 
 @pytest.mark.parametrize("value", ["high", "1,5", "nan", "inf"])
@@ -464,10 +474,11 @@ def test_class_never_seen_in_training(capsys, tmp_path, split):
 
 
 def test_multilabel_class_never_seen_in_training(capsys, tmp_path):
-    rows = [["id", "label", "split"], ["p1", "a;b", "train"], ["p2", "b;zz", "valid"]]
+    rows = [["id", "label", "split"], ["p1", "a;b", "train"], ["p3", "a", "train"]]
+    rows += [["p2", "b;zz", "valid"]]
     labels, fasta = _table(tmp_path, rows), _fasta(tmp_path)
     args = [*_classification_args(labels, fasta), "--multilabel"]
-    err = _fails(capsys, tmp_path, *args, where=f"{labels}:3")
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:4")
     assert "'zz'" in err
 
 
@@ -546,3 +557,163 @@ def test_bad_fasta_fails_the_ingest(capsys, tmp_path):
 def test_unknown_kind_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="unknown task kind 'protein_folding'"):
         _ingest("protein_folding", _table(tmp_path, CLASS_ROWS), _fasta(tmp_path))
+
+
+# --- degenerate labels and contradictions (refused at ingest) ------------------------------
+
+SPLIT3 = ("train", "train", "valid")
+
+
+@pytest.mark.parametrize(
+    ("kind", "rows", "extra", "found"),
+    [
+        (
+            "sequence_classification",
+            [["p1", "a"], ["p2", "a"], ["p4", "b"]],
+            [],
+            "rows have the class(es) 'a'",
+        ),
+        ("sequence_regression", [["p1", "2"], ["p2", "2.0"], ["p4", "1"]], [], "labels are 2"),
+        (
+            "sequence_classification",
+            [["p1", "a;b"], ["p2", "b;a"], ["p4", "a"]],
+            ["--multilabel"],
+            "rows have the class(es) 'a', 'b'",
+        ),
+    ],
+)
+def test_a_training_split_of_one_class_is_refused(capsys, tmp_path, kind, rows, extra, found):
+    table = [["id", "label", "split"], *[[*r, s] for r, s in zip(rows, SPLIT3, strict=True)]]
+    labels = _table(tmp_path, table)
+    args = ["--kind", kind, "--labels", labels, "--sequences", _fasta(tmp_path), *extra]
+    err = _fails(capsys, tmp_path, *args, where=labels)
+    assert f"the training split is degenerate: all its 2 {found}" in err
+    assert "a split column, other ingest.split_fractions or another ingest.split_seed" in err
+
+
+def test_a_pair_training_split_of_one_label_is_refused(capsys, tmp_path):
+    rows = [["id_a", "id_b", "label", "split"], ["p1", "p2", "1", "train"]]
+    rows += [["p2", "p4", "1", "train"], ["p4", "p5", "0", "valid"]]
+    labels = _table(tmp_path, rows)
+    args = ["--kind", "pair_classification", "--labels", labels, "--sequences", _fasta(tmp_path)]
+    assert "training split is degenerate" in _fails(capsys, tmp_path, *args, where=labels)
+
+
+def test_a_valid_split_of_one_class_is_accepted_with_a_warning(caplog, tmp_path):
+    rows = [["id", "label", "split"], ["p1", "a", "train"], ["p2", "b", "train"]]
+    rows += [["p4", "a", "valid"], ["p5", "a", "valid"]]
+    table, _ = _ingest("sequence_classification", _table(tmp_path, rows), _fasta(tmp_path))
+    assert len(table) == 4
+    assert "the valid split is degenerate: all its 2 rows have the class(es) 'a'" in caplog.text
+    assert "early stopping follows the loss" in caplog.text
+
+
+def test_a_multilabel_row_without_a_class_names_its_line(capsys, tmp_path):
+    rows = [["id", "label", "split"], ["p1", "a", "train"], ["p2", " ; ", "train"]]
+    labels = _table(tmp_path, rows)
+    args = [*_classification_args(labels, _fasta(tmp_path)), "--multilabel"]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:3")
+    assert "label ' ; ' names no class" in err
+
+
+@pytest.mark.parametrize(
+    ("kind", "rows", "message"),
+    [
+        (
+            "sequence_classification",
+            [["p1", "a"], ["p2", "b"], ["p1", "b"]],
+            "'p1' is labelled 'a' at line 2 and 'b' here: one label per id",
+        ),
+        (
+            "sequence_regression",
+            [["p1", "1.5"], ["p2", "2"], ["p1", "1.25"]],
+            "'p1' is labelled '1.5' at line 2 and '1.25' here",
+        ),
+    ],
+)
+def test_an_id_labelled_twice_differently_is_refused(capsys, tmp_path, kind, rows, message):
+    labels = _table(tmp_path, [["id", "label"], *rows])
+    args = ["--kind", kind, "--labels", labels, "--sequences", _fasta(tmp_path)]
+    assert message in _fails(capsys, tmp_path, *args, where=f"{labels}:4")
+
+
+def test_a_pair_labelled_twice_differently_in_either_order_is_refused(capsys, tmp_path):
+    rows = [["id_a", "id_b", "label"], ["p1", "p2", "1"], ["p2", "p4", "0"], ["p2", "p1", "0"]]
+    labels = _table(tmp_path, rows)
+    args = ["--kind", "pair_classification", "--labels", labels, "--sequences", _fasta(tmp_path)]
+    err = _fails(capsys, tmp_path, *args, where=f"{labels}:4")
+    assert "'p1 + p2' is labelled '1' at line 2 and '0' here: one label per pair" in err
+
+
+def test_a_column_named_twice_is_refused(capsys, tmp_path):
+    labels = _table(tmp_path, [["id", "label", "label"], ["p1", "a", "b"], ["p2", "b", "a"]])
+    err = _fails(
+        capsys, tmp_path, *_classification_args(labels, _fasta(tmp_path)), where=f"{labels}:1"
+    )
+    assert "column 'label' is named twice (fields 2 and 3); rename one" in err
+
+
+def test_split_fractions_that_do_not_sum_to_one_are_refused(capsys, tmp_path):
+    rows = [["id", "label"]] + [[f"p{1 + i % 5}", "ab"[i % 5 % 2]] for i in range(50)]
+    labels = _table(tmp_path, rows)
+    args = [*_classification_args(labels, _fasta(tmp_path)), "--split-fractions", "0.8,0.2,0.2"]
+    err = _fails(capsys, tmp_path, *args, where=labels)
+    assert "ingest.split_fractions (train 0.8, valid 0.2, test 0.2) sum to 1.2, not 1" in err
+
+
+# --- files that are not what their name says ----------------------------------------------
+
+
+def test_a_trailing_tab_is_named_not_blamed_on_the_ids(capsys, tmp_path):
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("id\tlabel\tsplit\np1\ta\ttrain\t\np2\tb\ttrain\np4\ta\tvalid\n")
+    err = _fails(
+        capsys, tmp_path, *_classification_args(labels, _fasta(tmp_path)), where=f"{labels}:2"
+    )
+    assert "this row has 4 fields but the first line has 3 (a trailing separator?)" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("labels.csv", "id;label\np1;a\np2;b\n", "the file looks semicolon-separated"),
+        ("labels.tsv", "id,label\np1,a\np2,b\n", "comma-separated: name it .csv"),
+        ("labels.csv", "id\tlabel\np1\ta\n", "tab-separated: name it .tsv"),
+    ],
+)
+def test_a_table_with_another_separator_says_which(capsys, tmp_path, name, text, message):
+    labels = tmp_path / name
+    labels.write_text(text)
+    err = _fails(
+        capsys, tmp_path, *_classification_args(labels, _fasta(tmp_path)), where=f"{labels}:1"
+    )
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "line"),
+    [
+        (b"PK\x03\x04\x14\x00\x06\x00", "is a zip archive (an Excel .xlsx workbook?)", None),
+        ("id\tlabel\n".encode("utf-16"), "is UTF-16 text (a 'Unicode text' export)", None),
+        (b"id\tlabel\tsplit\np1\tcaf\xe9\ttrain\n", "byte 0xe9 is not UTF-8 (latin-1", 2),
+    ],
+)
+def test_a_table_that_is_not_utf8_text_says_what_it_is(capsys, tmp_path, data, message, line):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(data)
+    where = f"{labels}:{line}" if line else labels
+    err = _fails(capsys, tmp_path, *_classification_args(labels, _fasta(tmp_path)), where=where)
+    assert message in err
+
+
+def test_gzipped_and_byte_order_marked_inputs_are_read(tmp_path):
+    import gzip
+
+    text = "".join("\t".join(row) + "\n" for row in CLASS_ROWS)
+    labels = tmp_path / "labels.tsv.gz"
+    labels.write_bytes(gzip.compress(("\ufeff" + text).encode()))
+    fasta = tmp_path / "proteins.fasta.gz"
+    fasta.write_bytes(gzip.compress(_fasta(tmp_path).read_bytes()))
+    table, _ = _ingest("sequence_classification", labels, fasta)
+    plain, _ = _ingest("sequence_classification", _table(tmp_path, CLASS_ROWS), _fasta(tmp_path))
+    pd.testing.assert_frame_equal(table, plain)

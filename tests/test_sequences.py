@@ -149,14 +149,14 @@ def test_sequence_without_any_header_is_rejected(tmp_path):
 def test_non_utf8_file_names_the_file_and_line(tmp_path):
     path = _fasta(tmp_path, b">a\nMKTA\n>b\nGG\xff\xfeGG\n")
     message = _error(path)
-    assert message.startswith(f"{path}:4: ")
-    assert "not a text file" in message
+    assert message.startswith(f"{path}:4: byte 0xff is not UTF-8 (latin-1 or Windows-1252")
+    assert "iconv -f latin1 -t UTF-8" in message
 
 
 def test_binary_file_is_rejected(tmp_path):
     path = _fasta(tmp_path, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00")
     message = _error(path)
-    assert message.startswith(f"{path}:1: ")
+    assert message.startswith(f"{path}:3: holds NUL bytes: a binary file or UTF-16 text")
 
 
 def test_empty_file_is_rejected(tmp_path):
@@ -222,3 +222,21 @@ def test_bad_character_line_ignores_spaces_within_lines(tmp_path):
 def test_form_feed_in_a_sequence_line_does_not_shift_line_numbers(tmp_path):
     path = _fasta(tmp_path, ">a\nMK\fTA\n>b\nG1\n")
     assert _error(path).startswith(f"{path}:4: record 'b' has '1' at residue 2")
+
+
+def test_a_folder_given_as_the_fasta_is_named_a_folder(tmp_path):
+    assert _error(tmp_path) == f"{tmp_path}: is a folder, not a FASTA file; name the file itself"
+
+
+def test_a_byte_order_mark_before_the_first_header_is_dropped(tmp_path):
+    path = tmp_path / "marked.fasta"
+    path.write_bytes("\ufeff>a\nMKTA\n".encode())
+    assert [(r.id, r.sequence) for r in read_fasta(path)] == [("a", "MKTA")]
+
+
+def test_a_gzipped_fasta_is_read(tmp_path):
+    import gzip
+
+    path = tmp_path / "proteins.fasta.gz"
+    path.write_bytes(gzip.compress(b">a\nMKTA\n>b\nGSHM\n"))
+    assert [r.sequence for r in read_fasta(path)] == ["MKTA", "GSHM"]

@@ -12,8 +12,9 @@ from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
 from copra import methods  # noqa: E402
-from copra.config import check_keys  # noqa: E402
+from copra.config import check_keys, exit_on_input_error  # noqa: E402
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
+from copra.errors import InputError  # noqa: E402
 from copra.job_environment import export_gpu_settings, put_copra_on_path  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def config_of_this_run():
 
 
 config_of_this_run()
-check_keys(config)
+exit_on_input_error(check_keys, config)
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 TASKS = sorted(config["tasks"])
@@ -56,17 +57,17 @@ def check_task_sections():
     """Adapter analyses (lmc, merging, ...) run on sequence tasks; complex tasks need fields."""
     for name in COMPLEX_TASKS:
         if "structures" not in config["tasks"][name]:
-            raise ValueError(f"task {name}: kind {COMPLEX_KIND} needs `structures:`")
-    for section in ("lmc", "merging", "federated", "shapley", "pruning"):
+            raise InputError(f"task {name}: kind {COMPLEX_KIND} needs `structures:`")
+    for section in methods.ANALYSES:
         named = set(config[section]["tasks"] or []) & set(COMPLEX_TASKS)
         if named:
-            raise ValueError(
+            raise InputError(
                 f"{section}.tasks names complex task(s) {', '.join(sorted(named))}; "
                 f"{section} runs on sequence and pair tasks only"
             )
 
 
-check_task_sections()
+exit_on_input_error(check_task_sections)
 
 put_copra_on_path(workflow.basedir)
 export_gpu_settings(config["gpu"])
