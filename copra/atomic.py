@@ -67,6 +67,15 @@ def write_table(target, frame) -> None:
         frame.to_csv(tmp, sep="\t", index=False)
 
 
+def write_tables(frames: dict) -> None:
+    """Write several frames ({path: frame}) as TSV: all of them, or (on any failure) none."""
+    with contextlib.ExitStack() as stack:
+        temporary = {path: stack.enter_context(atomic_path(path)) for path in frames}
+        for path, frame in frames.items():
+            with cannot_write(Path(path)):
+                frame.to_csv(temporary[path], sep="\t", index=False)
+
+
 @contextlib.contextmanager
 def atomic_directory(target):
     """Yield a temporary folder beside `target`; it replaces `target` only if the block succeeds."""

@@ -76,6 +76,8 @@ def _random_model(name: str, seed: int):
 
 def _checkpoint_model(name: str, path: Path):
     """Build ESM-2 from fair-esm checkpoint `path` (and its contact regression, if beside it)."""
+    if path.is_dir():
+        raise InputError("is a folder, not a fair-esm .pt checkpoint; name the file", path=path)
     if not path.is_file():
         raise InputError("checkpoint file not found", path=path)
     model_data = safe_load(path)

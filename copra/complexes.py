@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from copra.atomic import write_table
+from copra.atomic import write_tables
 from copra.errors import InputError
 from copra.ingest import SPLITS, read_label_table
 from copra.provenance import write_manifest
@@ -370,8 +370,8 @@ def run_ingest_complexes(
         complexes=len(ingested.table),
         skipped=ingested.skipped.to_dict("records"),
     )
-    for name in ("chains", "patches", "mutations", "skipped", "sequences", "table"):
-        write_table(out_dir / f"{name}.tsv", getattr(ingested, name))
+    names = ("chains", "patches", "mutations", "skipped", "sequences", "table")
+    write_tables({out_dir / f"{name}.tsv": getattr(ingested, name) for name in names})
     write_fasta(out_dir / "chains.fasta", ingested.fasta)
     log.info(
         "%d complexes ingested (%d skipped), %d tokens, %d protein sequences, %d mutations",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from copra.atomic import write_table
+from copra.atomic import write_tables
 from copra.errors import InputError
 from copra.label_checks import check_contradictions, check_informative_splits
 from copra.sequences import clean_sequence, read_fasta, sequence_hash
@@ -308,5 +308,4 @@ def ingest_task(task: TaskSettings, settings: IngestSettings) -> tuple[pd.DataFr
 def run_ingest(task: TaskSettings, out_table, out_sequences, settings: IngestSettings) -> None:
     """Ingest one task as configured (a `tasks:` entry) and write both tables atomically."""
     table, seq_table = ingest_task(task, settings)
-    write_table(out_sequences, seq_table)
-    write_table(out_table, table)
+    write_tables({out_sequences: seq_table, out_table: table})

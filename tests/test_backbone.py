@@ -173,6 +173,11 @@ def test_missing_checkpoint_names_the_file(tmp_path):
         load_backbone(NAME, tmp_path / "absent.pt")
 
 
+def test_a_folder_given_as_the_checkpoint_is_named_a_folder(tmp_path):
+    with pytest.raises(InputError, match="is a folder, not a fair-esm .pt checkpoint"):
+        load_backbone(NAME, tmp_path)
+
+
 # Downloads and the hub cache
 
 

@@ -115,3 +115,30 @@ def test_rules_pass_their_config_sections_in_one_hop(tmp_path):
     assert all('"layer_drop": {' in c and '"finetune": {' in c for c in finetune)
     flags = re.compile(r"--(lora|layer-drop|head)-[a-z-]+|--learning-rate|--alphas|--schemes")
     assert [c for c in commands if flags.search(c)] == []
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text(
+        "tasks:\n  t:\n    kind: sequence_regression\n    labels: a.tsv\n"
+        "  t:\n    kind: sequence_classification\n    labels: b.tsv\n"
+    )
+    result = snakemake(tmp_path, "--configfile", REPO / "config.yaml", user, "-n", check=False)
+    assert result.returncode == 2
+    message = f"copra: error: {user}:5: key 't' is given twice (lines 2 and 5)"
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_names_the_line_of_a_yaml_error(tmp_path, capsys):
+    from copra.cli import main
+
+    user = tmp_path / "user.yaml"
+    user.write_text("tasks:\n  t:\n    kind: sequence_regression\n   labels: a.tsv\n")
+    assert main(["check-config", str(user)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"copra: error: {user}:4: not valid YAML, column 4:"), err
+    user.write_text("lora:\n  rank: four\n")
+    assert main(["check-config", str(user)]) == 2
+    assert "config key 'lora.rank': 'four' is not of type 'integer'" in capsys.readouterr().err
+    assert main(["check-config", str(REPO / "config.yaml")]) == 0
+    assert "a valid copra config" in capsys.readouterr().out

@@ -3,7 +3,6 @@ concurrent jobs distinct devices (fake device ids: the locks need no GPU)."""
 
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -13,49 +12,58 @@ from copra.cli import main
 from copra.errors import InputError
 
 CLAIM = (
-    "import sys, time; from copra.device import claim_gpu; "
+    "import sys; from copra.device import claim_gpu; "
     "print(claim_gpu(sys.argv[1], ['3', '7'], poll_s=0.05), flush=True); "
-    "time.sleep(float(sys.argv[2]))"
+    "sys.stdin.readline()"  # holds the device until the test closes its stdin
 )
 
 
-def claimer(lock_dir, hold_s):
+def claimer(lock_dir):
     return subprocess.Popen(
-        [sys.executable, "-c", CLAIM, str(lock_dir), str(hold_s)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CLAIM, str(lock_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
+def release(process) -> int:
+    process.stdin.close()
+    return process.wait(timeout=30)
+
+
 def test_concurrent_jobs_lock_distinct_gpus(tmp_path):
-    first, second = claimer(tmp_path, 3), claimer(tmp_path, 3)
-    taken = {int(first.stdout.readline()), int(second.stdout.readline())}
-    assert taken == {0, 1}
-    started = time.monotonic()
-    third = claimer(tmp_path, 0)  # waits for a device until one of the two ends
-    assert int(third.stdout.readline()) in taken
-    assert time.monotonic() - started > 1.0
-    for process in (first, second, third):
-        assert process.wait(timeout=30) == 0
+    """Two jobs hold the two devices; a third gets a device only when one is released, and
+    then exactly that one (no clock involved: nothing else is free until then)."""
+    first, second = claimer(tmp_path), claimer(tmp_path)
+    index_first, index_second = int(first.stdout.readline()), int(second.stdout.readline())
+    assert {index_first, index_second} == {0, 1}
+    third = claimer(tmp_path)  # both devices held: it waits
+    assert release(first) == 0
+    assert int(third.stdout.readline()) == index_first
+    assert release(second) == 0 and release(third) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu-3.lock", "gpu-7.lock"]
 
 
 def test_a_killed_job_releases_its_gpu(tmp_path):
-    holder = claimer(tmp_path, 60)
+    holder = claimer(tmp_path)
     assert int(holder.stdout.readline()) == 0
     holder.kill()
     holder.wait()
-    follower = claimer(tmp_path, 0)
+    follower = claimer(tmp_path)
     assert int(follower.stdout.readline()) == 0
-    assert follower.wait(timeout=30) == 0
+    assert release(follower) == 0
 
 
 @pytest.fixture
 def given_a_gpu(monkeypatch):
-    """The environment of a SLURM job that asked for a GPU, on this GPU-less machine."""
+    """The environment of a SLURM job that asked for a GPU, on a node where torch sees none
+    usable (on a machine with a GPU too: torch is told there is none)."""
     for name in device.SCHEDULER_GPU_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("COPRA_CPU_FALLBACK", raising=False)
     monkeypatch.setenv("SLURM_GPUS_ON_NODE", "1")
-    assert not torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 def test_gpu_given_but_cpu_only_torch_fails_at_once(given_a_gpu, monkeypatch):
@@ -78,10 +86,12 @@ def test_cpu_fallback_runs_on_the_cpu_with_a_warning(given_a_gpu, monkeypatch, c
     assert "running on the CPU" in caplog.text
 
 
-def test_without_a_gpu_request_the_cpu_is_used_silently(monkeypatch, caplog):
+def test_without_a_gpu_request_the_device_is_picked_silently(monkeypatch, caplog):
+    """No scheduler request: a GPU when torch sees one, else the CPU; either way no warning."""
     for name in device.SCHEDULER_GPU_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    assert device.pick_device().type == "cpu" and not caplog.text
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert device.pick_device().type == expected and not caplog.text
 
 
 def test_a_job_given_an_unusable_gpu_exits_2_without_output(given_a_gpu, tmp_path, capsys):

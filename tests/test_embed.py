@@ -567,10 +567,21 @@ def test_exception_mid_run_leaves_complete_shards(tmp_path, backbone, caplog):
 
 # `python -m copra` with a shard written every 4 vectors (ShardWriter's own `every` argument,
 # which the command line does not expose; 120 s would mean no shard before the kill).
-KILLED_RUN = (
-    "import runpy, copra.embed; "
-    "copra.embed.ShardWriter.__init__.__defaults__ = (4, 120.0); "
-    "runpy.run_module('copra', run_name='__main__')"
+KILLED_RUN = "\n".join(
+    [
+        "import pathlib, runpy, sys, time, copra.embed",
+        "marker = pathlib.Path(sys.argv.pop(1))",
+        "copra.embed.ShardWriter.__init__.__defaults__ = (4, 120.0)  # a shard every 4 vectors",
+        "flush, flushed = copra.embed.ShardWriter.flush, []",
+        "def flush_or_wait(self):",
+        "    flush(self)",
+        "    flushed.append(1)",
+        "    if len(flushed) == 3:  # three shards written: wait here to be killed",
+        "        marker.write_text('3 shards')",
+        "        time.sleep(3600)",
+        "copra.embed.ShardWriter.flush = flush_or_wait",
+        "runpy.run_module('copra', run_name='__main__')",
+    ]
 )
 
 
@@ -578,7 +589,9 @@ def test_kill_mid_run_leaves_complete_shards(tmp_path, caplog):
     sequences = random_sequences(300, 15, 30, seed=15)
     fasta = write_fasta(tmp_path / "in.fasta", numbered(sequences))
     cache = tmp_path / "cache"
-    command = [sys.executable, "-c", KILLED_RUN, "embed", "--model", NAME, "--weights", "random"]
+    marker = tmp_path / "three-shards"
+    command = [sys.executable, "-c", KILLED_RUN, str(marker), "embed", "--model", NAME]
+    command += ["--weights", "random"]
     command += ["--model-seed", str(SEED), "--fasta", str(fasta)]
     command += ["--output", str(tmp_path / "k.npz")]
     command += ["--cache-dir", str(cache), "--batch-tokens", "64"]
@@ -587,11 +600,9 @@ def test_kill_mid_run_leaves_complete_shards(tmp_path, caplog):
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 60
-        while len(list(cache.glob("*/shard-*.npz"))) < 3 and time.monotonic() < deadline:
+        while not marker.exists():  # the job waits after its third shard until killed
             assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            time.sleep(0.005)
-        assert process.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
@@ -605,7 +616,7 @@ def test_kill_mid_run_leaves_complete_shards(tmp_path, caplog):
     (folder,) = cache.iterdir()
     hashes = [sequence_hash(s) for s in sequences]
     shards, stored = check_shards(folder, hashes)
-    assert len(shards) >= 3 and len(stored) == len(set(stored)) < len(sequences)
+    assert len(shards) == 3 and len(stored) == len(set(stored)) == 12
 
     ids, vectors, _ = embed_file(tmp_path, fasta)
     done = len(stored)

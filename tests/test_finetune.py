@@ -2,6 +2,7 @@
 activation checkpointing."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -117,23 +118,56 @@ def test_same_seed_same_metrics(tasks, tmp_path):
     assert predictions[0] == predictions[1]
 
 
-def test_killed_job_resumes_to_the_same_result(tasks, tmp_path):
+KILLED_MID_EPOCH = "\n".join(
+    [
+        "import pathlib, runpy, sys, time",
+        "from copra import finetune, task_data",
+        "marker = pathlib.Path(sys.argv.pop(1))",
+        "saved, batches = [], []",
+        "save, tokens = finetune.Trainer.save, task_data.Batcher.tokens",
+        "def save_and_note(self, path):",
+        "    save(self, path)",
+        "    saved.append(path)",
+        "def tokens_or_wait(self, data, rows, generator=None):",
+        "    if saved and generator is not None:  # a training batch after the first checkpoint",
+        "        batches.append(rows)",
+        "        if len(batches) == 2:  # epoch 2's first batch went backward: wait to be killed",
+        "            marker.write_text('mid-epoch 2')",
+        "            time.sleep(3600)",
+        "    return tokens(self, data, rows, generator)",
+        "finetune.Trainer.save = save_and_note",
+        "task_data.Batcher.tokens = tokens_or_wait",
+        "runpy.run_module('copra', run_name='__main__')",
+    ]
+)
+
+
+def test_killed_job_resumes_to_the_same_result(tasks, tmp_path, caplog):
+    """Killed in the middle of epoch 2 (its first accumulated batch done, the step not taken:
+    the job waits there until the kill), the rerun resumes from epoch 1's checkpoint and ends
+    exactly as an uninterrupted run."""
     args = finetune_args(tasks, "interaction", "copra", tmp_path / "killed", "--max-epochs", 4)
+    marker = tmp_path / "mid-epoch"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "copra", *args], env=env, stderr=subprocess.DEVNULL
-    )
-    checkpoint = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert checkpoint.exists() and process.poll() is None, "the job ended before a checkpoint"
-    time.sleep(0.5)  # into the next epoch
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    command = [sys.executable, "-c", KILLED_MID_EPOCH, str(marker), *args]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    try:
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+    assert (tmp_path / "killed" / "checkpoint.pt").is_file()
     assert not (tmp_path / "killed" / "predictions.tsv").exists()
 
-    assert main(args) == 0  # the rerun resumes
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert "after epoch 1" in caplog.text  # the rerun resumed from epoch 1's checkpoint
     straight = finetune_args(
         tasks, "interaction", "copra", tmp_path / "straight", "--max-epochs", 4
     )

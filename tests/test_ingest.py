@@ -717,3 +717,15 @@ def test_gzipped_and_byte_order_marked_inputs_are_read(tmp_path):
     table, _ = _ingest("sequence_classification", labels, fasta)
     plain, _ = _ingest("sequence_classification", _table(tmp_path, CLASS_ROWS), _fasta(tmp_path))
     pd.testing.assert_frame_equal(table, plain)
+
+
+def test_the_real_yeast_pairs_hold_pairs_labelled_both_ways(shared_data, capsys, tmp_path):
+    """D-SCRIPT's yeast file lists a few pairs as interacting and, reversed, as not: ingest
+    names the first such pair instead of training on both labels."""
+    pairs = shared_data / "ppi_yeast" / "pairs.tsv"
+    args = ["--kind", "pair_classification", "--labels", pairs, "--no-header"]
+    args += ["--sequences", shared_data / "ppi_yeast" / "sequences.fasta"]
+    code, err = _cli(capsys, tmp_path, *args)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"copra: error: {pairs}:" in err and "one label per pair; keep the right row" in err
+    assert list((tmp_path / "out").iterdir()) == []

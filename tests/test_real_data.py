@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, check_figure, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,18 @@ def yeast_subset(shared_data, folder, positives=40, negatives=120, seed=0):
     path = folder / "yeast_pairs.tsv"
     chosen.to_csv(path, sep="\t", header=False, index=False)
     return path
+
+
+def check_metric_values(metrics: pd.DataFrame) -> None:
+    """Every value defined, in its metric's range, inside its bootstrap interval."""
+    assert metrics.value.notna().all(), metrics
+    bounded = metrics[metrics.metric.isin(["aupr", "auroc", "accuracy", "f1_macro"])]
+    assert bounded.value.between(0, 1).all(), bounded
+    correlations = metrics[metrics.metric.isin(["mcc", "spearman", "pearson"])]
+    assert correlations.value.between(-1, 1).all(), correlations
+    assert (metrics.ci_low <= metrics.value + 1e-9).all() and (
+        metrics.value <= metrics.ci_high + 1e-9
+    ).all()
 
 
 def run_user_config(workdir, user_config: dict):
@@ -69,7 +81,8 @@ def test_yeast_ppi_head_baseline(yeast_run):
     assert table.id_a.str.startswith("4932.").all()
     metrics = pd.read_csv(yeast_run / "results" / "metrics.tsv", sep="\t")
     assert set(metrics.metric) == {"aupr", "auroc", "mcc", "accuracy", "f1_macro"}
-    assert metrics.value.notna().all()
+    assert len(metrics) == 2 * 5 and set(metrics.split) == {"valid", "test"}
+    check_metric_values(metrics)
 
 
 def test_yeast_ppi_federated_two_clients_two_rounds(yeast_run):
@@ -78,13 +91,15 @@ def test_yeast_ppi_federated_two_clients_two_rounds(yeast_run):
     assert set(table.aggregation) == {"fedavg", "exact", "ffa"} and set(table["round"]) == {0, 1, 2}
     scores = table[table.split.isin(["valid", "test"])]
     assert set(scores.metric) == {"loss", "aupr"} and scores.value.notna().all()
+    assert scores[scores.metric == "aupr"].value.between(0, 1).all()
+    assert (scores[scores.metric == "loss"].value > 0).all()
     errors = table[table.metric == "aggregation_error"].set_index(["aggregation", "round"]).value
     assert errors["ffa"].max() < 1e-5 and errors["fedavg"].max() > errors["ffa"].max()
     manifest = yeast_run / "results/federated/yeast_ppi/lora/iid.manifest.json"
     sizes = json.loads(manifest.read_text())["partition_sizes"]
     train = pd.read_csv(yeast_run / "results/yeast_ppi/data/table.tsv", sep="\t")
     assert sum(sizes) == (train.split == "train").sum() and len(sizes) == 2
-    assert (yeast_run / "results" / "figures" / "federated.png").stat().st_size > 10_000
+    check_figure(yeast_run / "results" / "figures" / "federated.png")
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +147,8 @@ def test_real_complexes_ingest_and_cross_validate(pra_run, shared_data):
     assert (test.fold[table.id].to_numpy() == table.fold.to_numpy()).all()
     metrics = pd.read_csv(pra_run / "results" / "metrics.tsv", sep="\t")
     assert set(metrics.metric) == {"spearman", "pearson", "rmse", "mae"}
-    assert set(metrics.split) == {"test"} and metrics.value.notna().all()
+    assert set(metrics.split) == {"test"}
+    check_metric_values(metrics)
+    assert (metrics[metrics.metric.isin(["rmse", "mae"])].value > 0).all()
     manifest = json.loads((pra_run / "results/pra/head/seed0/manifest.json").read_text())
     assert manifest["folds"] == 5 and manifest["coformer"]["blocks"] == 2

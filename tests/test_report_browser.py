@@ -6,12 +6,11 @@ Chromium dumps after the scripts ran, counting only visible text (never <script>
 at a screenshot.
 
 CI installs Chromium first (`bash .ci/browser`: Debian's `chromium`). Without /usr/bin/chromium
-these tests fail when CI is set and are skipped elsewhere.
+these tests skip, and fail under COPRA_NO_SKIPS=1 (CI).
 """
 
 import base64
 import json
-import os
 import re
 import subprocess
 from html.parser import HTMLParser
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, snakemake
+from conftest import REPO, skip_or_fail, snakemake
 from matplotlib.image import imread
 
 pytestmark = pytest.mark.slow
@@ -156,10 +155,7 @@ def visible_text(html: str) -> str:
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.is_file():
-        message = f"{CHROMIUM} not found: install it with `bash .ci/browser` (Debian's chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"{CHROMIUM} not found: install it with `bash .ci/browser` (Debian chromium)")
     return CHROMIUM
 
 

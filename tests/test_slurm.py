@@ -2,7 +2,7 @@
 
 They run on a single-node cluster on localhost (`bash .ci/slurm-cluster`: partition `debug`, no
 accounting, no GPUs): the one running, or one the session starts as root and stops afterwards.
-Without SLURM they skip, or fail with COPRA_REQUIRE_SLURM=1 (CI); the profile's dry runs need no
+Without SLURM they skip, or fail with COPRA_NO_SKIPS=1 (CI); the profile's dry runs need no
 cluster.
 """
 
@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from conftest import HEAD_ONLY, REPO, snakemake
+from conftest import HEAD_ONLY, REPO, skip_or_fail, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -91,7 +91,7 @@ def slurm_cluster():
     """The running single-node cluster, or one this session starts (as root: `.ci/slurm-cluster`
     installs slurm-wlm and munge when missing) and stops again at the end.
 
-    Where none can run, the tests skip with the reason, except with COPRA_REQUIRE_SLURM=1 (set
+    Where none can run, the tests skip with the reason, except with COPRA_NO_SKIPS=1 (set
     by .ci/run), where that is a failure.
     """
     problem, started = cluster_problem(), False
@@ -108,9 +108,7 @@ def slurm_cluster():
         if started:
             stop_cluster()
         hint = f"{problem}; start the local cluster with `bash .ci/slurm-cluster` (as root)"
-        if os.environ.get("COPRA_REQUIRE_SLURM") == "1":
-            pytest.fail(f"COPRA_REQUIRE_SLURM=1, but {hint}", pytrace=False)
-        pytest.skip(hint)
+        skip_or_fail(hint)
     yield
     if started:
         stop_cluster()

@@ -27,6 +27,22 @@ def test_best_method_with_its_interval_and_copra_minus_lora():
     assert row["copra_minus_lora"] == pytest.approx(0.79 - 0.72)
 
 
+def test_an_undefined_metric_leaves_the_best_method_empty(tmp_path):
+    """A test split of one class makes AUPR undefined (empty in metrics.tsv) for every method:
+    the summary names no best method for that task and still writes every table."""
+    metrics = metrics_rows()
+    undefined = metrics[metrics.split == "test"].assign(task="u", value=float("nan"))
+    both = pd.concat([metrics, undefined], ignore_index=True)
+    rows = best_methods(both).set_index("task")
+    assert rows.best_method["t"] == "copra" and pd.isna(rows.best_method["u"])
+    assert pd.isna(rows.best_value["u"]) and pd.isna(rows.copra_minus_lora["u"])
+    path = tmp_path / "metrics.tsv"
+    both.to_csv(path, sep="\t", index=False)
+    outputs = [tmp_path / f"{name}.tsv" for name in ("summary", "efficiency", "comparison")]
+    run_summary(path, [], *outputs)
+    assert all(output.is_file() for output in outputs)
+
+
 def test_efficiency_reads_every_manifest(tmp_path):
     metrics = tmp_path / "metrics.tsv"
     metrics_rows().to_csv(metrics, sep="\t", index=False)
