@@ -8,7 +8,10 @@ sys.path.insert(0, workflow.basedir)
 from copra.config import check_config_files, exit_on_input_error  # noqa: E402
 
 # Every config file (this one, and each --configfile): a key given twice is an error.
-config_files = [f"{workflow.basedir}/config.yaml", *workflow.config_settings.configfiles]
+config_files = [
+    f"{workflow.basedir}/config.yaml",
+    *workflow.config_settings.configfiles,
+]
 exit_on_input_error(check_config_files, config_files)
 
 
