@@ -93,7 +93,10 @@ def pair_task(rng, n: int, folder: Path) -> None:
             "split": _splits(rng, a.size),
         }
     )
-    write_table(folder / "interactions.tsv", table)
+    # A pair drawn twice (in either order) is kept once: with the label noise, a repeat could
+    # contradict the first, which ingest refuses.
+    repeated = pd.Series(list(map(frozenset, zip(a, b, strict=True)))).duplicated()
+    write_table(folder / "interactions.tsv", table[~repeated.to_numpy()])
 
 
 def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) -> list[Path]:
