@@ -17,8 +17,6 @@ from copra.errors import InputError, file_system_failure
 from copra.methods.head import HeadSettings
 
 log = logging.getLogger("copra")
-KINDS = ("sequence_classification", "sequence_regression", "pair_classification")
-COMPLEX_KIND = "complex_regression"
 
 
 # --- from arguments to settings ---------------------------------------------------------------
@@ -95,6 +93,7 @@ def cmd_demo_data(args):
 def cmd_ingest(args):
     from copra.complexes import run_ingest_complexes
     from copra.ingest import run_ingest
+    from copra.tables import COMPLEX_KIND
 
     files = {"labels": args.labels, "sequences": args.sequences, "structures": args.structures}
     columns, header = _columns(args.column), False if args.no_header else None
@@ -239,7 +238,7 @@ def _model_options(p) -> None:
 
 def _task_options(p, name_required: bool = False) -> None:
     p.add_argument("--task", required=name_required, help="the task's name (its tasks: entry)")
-    p.add_argument("--kind", choices=[*KINDS, COMPLEX_KIND])
+    p.add_argument("--kind", choices=config.schema_node("tasks.<name>.kind")["enum"])
     p.add_argument("--multilabel", nargs="?", const=True, type=s.boolean, metavar="{true,false}")
     p.add_argument("--label-separator")
 

@@ -235,15 +235,18 @@ class Federation:
         return [steps_per_epoch(len(c.sequences), self.training.settings) for c in self.clients]
 
     @property
+    def epochs(self) -> int:
+        """Each client's epochs over all rounds."""
+        return self.federated.local_epochs * self.federated.rounds
+
+    @property
     def total_steps(self) -> list[int]:
         """Each client's optimizer steps over all rounds: its LR and method schedules."""
-        epochs = self.federated.local_epochs * self.federated.rounds
-        return [steps * epochs for steps in self.steps_per_epoch]
+        return [steps * self.epochs for steps in self.steps_per_epoch]
 
     def trainers(self, model) -> list[Trainer]:
         """One trainer per client, each with its own optimizer, generator, schedule and method."""
-        epochs = self.federated.local_epochs * self.federated.rounds
-        schedule = replace(self.training.settings, max_epochs=epochs)
+        schedule = replace(self.training.settings, max_epochs=self.epochs)
         method = self.training.method
         return [
             Trainer(model, method, self.targets, schedule, seed, steps)

@@ -72,6 +72,24 @@ def train_runs(folder: Path, table, sequences, seeds, method="lora", *extra) -> 
     return runs
 
 
+def kill_when_marked(process, marker: Path) -> None:
+    """SIGKILL `process` once it has written `marker` (where it then waits to be killed)."""
+    import signal
+    import time
+
+    try:
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
 def check_figure(png: Path) -> None:
     """A figure that shows something: a PNG of at least 300 x 200 pixels that is not one flat
     colour, with its SVG (for print) beside it."""

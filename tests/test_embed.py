@@ -12,12 +12,12 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import kill_when_marked
 from torch.nn.modules.module import register_module_forward_hook
 
 import copra.embed as embed
@@ -599,17 +599,7 @@ def test_kill_mid_run_leaves_complete_shards(tmp_path, caplog):
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    try:
-        while not marker.exists():  # the job waits after its third shard until killed
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+    kill_when_marked(process, marker)  # the job waits after its third shard until killed
     assert process.returncode == -signal.SIGKILL
     assert not (tmp_path / "k.npz").exists()
 

@@ -4,16 +4,14 @@ activation checkpointing."""
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import finetune_argv
+from conftest import finetune_argv, kill_when_marked
 
 from copra import methods, protein_model
 from copra.backbone import load_backbone
@@ -151,17 +149,7 @@ def test_killed_job_resumes_to_the_same_result(tasks, tmp_path, caplog):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", KILLED_MID_EPOCH, str(marker), *args]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-    try:
-        while not marker.exists():
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+    kill_when_marked(process, marker)
     assert (tmp_path / "killed" / "checkpoint.pt").is_file()
     assert not (tmp_path / "killed" / "predictions.tsv").exists()
 

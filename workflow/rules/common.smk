@@ -91,12 +91,17 @@ def quoted(*words):
     return " ".join(shlex.quote(str(w)) for w in words)
 
 
-def snapshot(keys, name=None):
-    """The config `keys` (sections or top-level keys) as JSON, with task `name`'s entry."""
+def config_tree(keys, name=None):
+    """The config `keys` (sections or top-level keys), with task `name`'s entry."""
     tree = {key: config[key] for key in keys}
     if name is not None:
         tree["tasks"] = {name: config["tasks"][name]}
-    return json.dumps(tree, sort_keys=True)
+    return tree
+
+
+def snapshot(keys, name=None):
+    """`config_tree` as JSON: what a rule passes as `--config-json`."""
+    return json.dumps(config_tree(keys, name), sort_keys=True)
 
 
 def config_json(*keys, with_task=False, with_method=False):
@@ -126,9 +131,11 @@ def run_config(wildcards):
         keys.append("embedding")
     else:
         keys += [*method.sections, *([] if is_complex else ["finetune"])]
-    tree = json.loads(snapshot(keys, wildcards.task))
+    tree = config_tree(keys, wildcards.task)
     if "embedding" in tree:  # how many jobs made the vectors does not change them
-        tree["embedding"].pop("shards")
+        tree["embedding"] = {
+            k: v for k, v in tree["embedding"].items() if k != "shards"
+        }
     return json.dumps(tree, sort_keys=True)
 
 
