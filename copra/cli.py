@@ -179,6 +179,25 @@ def cmd_merge(args):
         merge_seeds(args.runs, args.table, args.sequences, args.output, task=args.task, **shared)
 
 
+def cmd_predict(args):
+    from copra.predict import Backbones, InputFiles, run_predict
+
+    pairs = "all" if args.command == "screen" else args.pairs
+    table = getattr(args, "table", None)
+    inputs = InputFiles(args.sequences, table, pairs, header=not args.no_header)
+    embedding = _settings(args, s.EmbeddingSettings)
+    run_predict(
+        args.run,
+        args.output,
+        inputs,
+        backbones=Backbones(_model(args), embedding, args.adapter),
+        settings=_settings(args, s.PredictSettings),
+        training_table=args.training_table,
+        figure=args.figure,
+        config_snapshot=_snapshot(args),
+    )
+
+
 def cmd_reproduce(args):
     from copra.reproduce import reproduce
 
@@ -497,6 +516,28 @@ def _parsers(sub) -> None:
     help = "check config files: YAML syntax, keys given twice or misspelled, values"
     p = add("check-config", check, help, config=False)
     p.add_argument("files", nargs="+", help="YAML or JSON config files")
+
+    for name, help in (
+        ("predict", "apply trained runs (seeds of one method) to new proteins or pairs"),
+        ("screen", "score every pair of a FASTA's proteins with a pair task's runs"),
+    ):
+        p = add(name, cmd_predict, help)
+        _model_options(p)
+        help = "a trained run folder (results/<task>/<method>/seed<k>); repeat for an ensemble"
+        p.add_argument("--run", action="append", required=True, help=help)
+        p.add_argument("--sequences", required=name == "screen", help="FASTA of the proteins")
+        if name == "predict":
+            p.add_argument("--table", help="a table with a sequence column (or FASTA ids)")
+            p.add_argument("--pairs", help="pair tasks: a pair table id_a,id_b, or `all`")
+        p.add_argument("--no-header", action="store_true", help="the table has no header line")
+        p.add_argument("--adapter", help="score with this adapter folder (pruned, merged)")
+        p.add_argument("--training-table", help="the runs' task table (default: the recorded)")
+        p.add_argument("--output", required=True, help="the prediction table (.tsv)")
+        p.add_argument("--figure", help="a histogram of the scores (.png, with .svg)")
+        s.add_flags(p, s.PredictSettings)
+        # how vectors are made is the run's (its manifest); where and how fast is configured
+        made = ("layer", "pooling", "long_sequences", "max_residues", "window_stride", "shards")
+        s.add_flags(p, s.EmbeddingSettings, skip=made)
 
     help = "rerun a finished run from its manifest and compare"
     p = add("reproduce", cmd_reproduce, help, config=False)

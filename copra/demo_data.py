@@ -12,7 +12,7 @@ import pandas as pd
 
 from copra import demo_complexes
 from copra.atomic import atomic_path, write_table
-from copra.sequences import write_fasta
+from copra.sequences import read_fasta, write_fasta
 
 BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
 LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}
@@ -24,6 +24,7 @@ FILES = (
     "stability.tsv",
     "partners.fasta",
     "interactions.tsv",
+    "new_proteins.fasta",
     *demo_complexes.FILES,
 )
 
@@ -99,11 +100,24 @@ def pair_task(rng, n: int, folder: Path) -> None:
     write_table(folder / "interactions.tsv", table[~repeated.to_numpy()])
 
 
+def new_proteins(rng, n: int, folder: Path) -> None:
+    """new_proteins.fasta: proteins no task trained on, to predict (with, last, a copy of the
+    first training protein, which predictions mark as seen in training)."""
+    classes = rng.choice(list(LOCALIZATION), size=n)
+    records = [
+        (f"new_{i:03d}", _protein(rng, int(rng.integers(30, 80)), LOCALIZATION[label], 0.2))
+        for i, label in enumerate(classes)
+    ]
+    known = next(iter(read_fasta(folder / "proteins.fasta")))
+    write_fasta(folder / "new_proteins.fasta", [*records, ("seen_000", known.sequence)])
+
+
 def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) -> list[Path]:
     """Write the demo's FASTA, label and structure files into `folder`; same seed, same bytes."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     sequence_tasks(rng, n_sequences, folder)
     pair_task(rng, n_sequences // 2, folder)
+    new_proteins(rng, max(n_sequences // 10, 2), folder)
     demo_complexes.write_demo_complexes(folder, n_complexes, seed)
     return [folder / name for name in FILES] + [folder / demo_complexes.STRUCTURES]

@@ -22,12 +22,13 @@ from tqdm import tqdm
 from copra.atomic import atomic_path, write_table, write_text
 from copra.device import autocast, pick_device, precision
 from copra.early_stopping import EarlyStopping, check_converged
+from copra.inference import HeadScorer, NetworkEncoder, score_table
 from copra.methods.base import Method
 from copra.metrics import loss_and_primary_metric
 from copra.protein_model import ProteinModel, checkpoint_blocks
 from copra.provenance import file_sha256, write_manifest
 from copra.settings import FinetuneSettings, HeadArchitecture, ModelSettings, TaskSettings
-from copra.tables import read_sequences, read_task_table, write_predictions
+from copra.tables import PAIR_KIND, read_sequences, read_task_table, write_predictions
 from copra.targets import Targets
 from copra.task_data import Batcher, TaskData, predict, task_data
 
@@ -135,6 +136,13 @@ class Trainer:
         """Raw outputs of the model as it is saved, in row order."""
         self.method.before_evaluation()
         return predict(self.model, data, self.batcher, self.settings.eval_batch_size)
+
+    def inference(self) -> tuple[NetworkEncoder, HeadScorer]:
+        """The model as it is saved, as `copra predict` applies it (copra/inference.py)."""
+        self.method.before_evaluation()
+        budget = self.settings.eval_batch_size * (self.settings.max_residues + 2)
+        encoder = NetworkEncoder(self.model, self.settings.max_residues, self.device, budget)
+        return encoder, HeadScorer(self.model.head, self.targets, self.model.pair_combination)
 
     def validate(self, data: TaskData) -> tuple[float, float]:
         return loss_and_primary_metric(self.predict(data), data.targets, self.targets)
@@ -249,7 +257,7 @@ def run_finetune(
     trainer.resume(checkpoint)
     trainer.fit(data["train"], data["valid"], checkpoint)
     evaluated = table[table.split.isin(["valid", "test"])]  # training rows: no forward pass
-    scores = targets.scores(trainer.predict(task_data(evaluated, sequences, kind, targets)))
+    scores = score_table(*trainer.inference(), evaluated, sequences, kind == PAIR_KIND)
     trainer.method.save(model.backbone, out_dir)
     save_head(model, out_dir)
     write_text(out_dir / "targets.json", targets.to_json())
@@ -262,6 +270,7 @@ def run_finetune(
         config=config_snapshot,
         method=method.name,
         kind=kind,
+        training_table=str(table_path),
         seed=training.seed,
         backbone={"name": backbone.name, "weights": backbone.weights_id},
         head=asdict(training.head),

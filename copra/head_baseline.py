@@ -19,6 +19,7 @@ from tqdm import tqdm
 from copra.atomic import atomic_path, write_table, write_text
 from copra.early_stopping import EarlyStopping, check_converged
 from copra.embed import read_embeddings
+from copra.inference import HeadScorer
 from copra.methods.head import Head, HeadSettings
 from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
@@ -137,9 +138,10 @@ def run_head_baseline(
     model, history = fit_head(
         x["train"], y["train"], x["valid"], y["valid"], targets, settings, seed
     )
-    model.eval()
-    with torch.no_grad():
-        scores = targets.scores(model(features(table, vectors, kind, how)))
+    keys = [
+        table[c].tolist() for c in (["hash_a", "hash_b"] if kind == PAIR_KIND else ["seq_hash"])
+    ]
+    scores = HeadScorer(model, targets, how if kind == PAIR_KIND else None).rows(vectors, *keys)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "head.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
@@ -150,6 +152,8 @@ def run_head_baseline(
         inputs=[table_path, embeddings_path],
         config=config_snapshot,
         method=Head.name,
+        kind=kind,
+        training_table=str(table_path),
         seed=seed,
         embedding=embedding_meta,
         head={

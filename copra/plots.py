@@ -418,3 +418,44 @@ def plot_complexes(prediction_paths, output) -> None:
             ax.set_xlabel(f"measured {name} (kcal/mol)")
             ax.set_ylabel(f"predicted {name}, out of fold")
     _save(fig, output)
+
+
+def plot_prediction_scores(frame: pd.DataFrame, columns: list[str], output, title: str) -> None:
+    """Histogram of a prediction table's (ensemble mean) scores: one panel per score column (at
+    most four), new inputs and those the run trained on stacked."""
+    shown = columns[:4]
+    fig, axes = _panels(len(shown))
+    for ax, column in zip(axes[0], shown, strict=True):
+        values = frame[column].dropna()
+        bins = np.histogram_bin_edges(values, bins=min(30, max(len(values), 1)))
+        parts = [values[~frame.in_training], values[frame.in_training]]
+        ax.hist(parts, bins=bins, stacked=True, color=["C0", "C7"], label=["new", "in training"])
+        ax.set_xlabel(column)
+        ax.set_ylabel("inputs")
+        ax.set_title(f"{title}: {len(values)} predicted", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    _save(fig, output)
+
+
+def plot_screen(histogram: pd.DataFrame, top: pd.DataFrame, column: str, output, title) -> None:
+    """A pair screen: the histogram of every pair's score (log scale) with the kept pairs'
+    lowest score marked, and the best pairs by name."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    left.stairs(histogram.pairs, np.append(histogram.low, histogram.high.iloc[-1]), fill=True)
+    left.set_yscale("log")
+    if len(top):
+        lowest = top[column].min()
+        left.axvline(lowest, color="C3", linestyle=":", label=f"kept: {len(top)} pairs")
+        left.legend(fontsize=8, frameon=False)
+    left.set_xlabel(f"{column} (mean over seeds)")
+    left.set_ylabel("pairs")
+    left.set_title(f"{title}: {int(histogram.pairs.sum())} pairs", fontsize=9)
+    best = top.head(10).iloc[::-1]
+    right.barh(np.arange(len(best)), best[column], xerr=best[f"{column}_std"].fillna(0))
+    names = [f"{a}  {b}" for a, b in zip(best.id_a, best.id_b, strict=True)]
+    right.set_yticks(np.arange(len(best)), names)
+    right.tick_params(axis="y", labelsize=7)
+    right.set_xlabel(column)
+    right.set_title("best pairs", fontsize=9)
+    _save(fig, output)

@@ -321,6 +321,17 @@ class EvaluationSettings:
     bootstrap_seed: int
 
 
+@settings("predict")
+class PredictSettings:
+    """How trained runs score new inputs (a job of `predict:` may set each for itself)."""
+
+    top: int
+    min_score: float | None
+    all_scores: bool
+    block_pairs: int
+    histogram_bins: int
+
+
 @settings("demo")
 class DemoSettings:
     sequences: int

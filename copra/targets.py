@@ -87,13 +87,19 @@ class Targets:
         return [f"score:{c}" for c in self.classes]
 
     def scores(self, outputs: torch.Tensor) -> np.ndarray:
-        """Predictions in label units (regression) or probabilities, shape (n, columns)."""
-        outputs = outputs.detach().float().cpu()
+        """Predictions in label units (regression) or probabilities, shape (n, columns), float32.
+
+        Float64 outputs are scored in float64 and rounded once at the end."""
+        outputs = outputs.detach().cpu()
+        if outputs.dtype != torch.float64:
+            outputs = outputs.float()
         if self.kind == "regression":
-            return (outputs * self.std + self.mean).numpy().reshape(-1, 1)
-        if self.kind == "multiclass":
-            return torch.softmax(outputs, dim=-1).numpy()
-        return torch.sigmoid(outputs).numpy().reshape(len(outputs), -1)
+            scores = (outputs * self.std + self.mean).reshape(-1, 1)
+        elif self.kind == "multiclass":
+            scores = torch.softmax(outputs, dim=-1)
+        else:
+            scores = torch.sigmoid(outputs).reshape(len(outputs), -1)
+        return scores.float().numpy()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -14,6 +14,7 @@ from copra.errors import InputError
 from copra.metrics import loss_and_primary_metric
 from copra.protein_model import ProteinModel, task_model
 from copra.settings import HeadArchitecture, ModelSettings, from_section
+from copra.tables import COMPLEX_KIND
 from copra.targets import Targets
 from copra.task_data import Batcher, predict, read_splits
 
@@ -34,7 +35,19 @@ class TrainedRun:
             if not (folder / name).is_file():
                 raise InputError(f"not a trained run: {name} is missing", path=folder)
         manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest.get("kind") != COMPLEX_KIND:  # complex runs keep their folds' weights
+            for name in methods.get(manifest["method"]).weight_files:
+                if not (folder / name).is_file():
+                    raise InputError(
+                        f"the run is incomplete: {name} is missing (rerun its training)",
+                        path=folder,
+                    )
         return cls(folder, manifest, Targets.from_json((folder / "targets.json").read_text()))
+
+    def files(self) -> list[Path]:
+        """The files that make the trained model: what a prediction's manifest checksums."""
+        names = ["manifest.json", "targets.json", "head.safetensors"]
+        return [self.folder / n for n in [*names, *self.method.weight_files]]
 
     @property
     def adapter_folder(self) -> Path:

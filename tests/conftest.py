@@ -1,5 +1,6 @@
 """Shared fixtures: the repository root, the shared real data, and running Snakemake for real."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # `--config` values that cut the demo to its head baseline: fast, for tests of the machinery.
-ANALYSES = ("lmc", "merging", "federated", "shapley", "pruning")
+ANALYSES = ("lmc", "merging", "federated", "shapley", "pruning", "predict")
 HEAD_ONLY = ("methods=[head]", *(f'{section}={{"methods": []}}' for section in ANALYSES))
 
 
@@ -70,6 +71,48 @@ def train_runs(folder: Path, table, sequences, seeds, method="lora", *extra) -> 
         assert main(finetune_argv(method, kind, table, sequences, runs[-1], *short, seed=seed)) == 0
     torch.set_num_threads(threads)
     return runs
+
+
+def rows_as_inputs(table_path, sequences_path, kind, folder: Path, splits=("valid", "test")):
+    """Rows of an ingested task's splits as `copra predict` options: a FASTA of their proteins
+    (by id) and, for pairs, their pair table."""
+    from copra.tables import PAIR_KIND, read_sequences, read_task_table
+
+    table = read_task_table(table_path, kind)
+    table = table[table.split.isin(splits)]
+    sequences = read_sequences(sequences_path)
+    sides = ["a", "b"] if kind == PAIR_KIND else [""]
+    named = {}
+    for side in sides:
+        ids, keys = (f"id_{side}", f"hash_{side}") if side else ("id", "seq_hash")
+        named.update(zip(table[ids], (sequences[k] for k in table[keys]), strict=True))
+    fasta = folder / "inputs.fasta"
+    fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in named.items()))
+    if kind != PAIR_KIND:
+        return ["--sequences", str(fasta)]
+    pairs = folder / "pairs.tsv"
+    table[["id_a", "id_b"]].to_csv(pairs, sep="\t", index=False)
+    return ["--sequences", str(fasta), "--pairs", str(pairs)]
+
+
+def check_predicted_like_saved(predicted_path, run_folder, kind) -> None:
+    """`copra predict` output equals the run's own predictions.tsv on those rows, exactly."""
+    import pandas as pd
+
+    from copra.tables import key_columns
+    from copra.targets import Targets
+
+    targets = Targets.from_json((Path(run_folder) / "targets.json").read_text())
+    seed = json.loads((Path(run_folder) / "manifest.json").read_text())["seed"]
+    keys = key_columns(kind)
+    saved = pd.read_csv(
+        Path(run_folder) / "predictions.tsv", sep="\t", dtype={k: str for k in keys}
+    )
+    predicted = pd.read_csv(predicted_path, sep="\t", dtype={k: str for k in keys})
+    merged = saved.merge(predicted, on=keys, validate="many_to_one")
+    assert len(merged) == len(saved[saved.split.isin(["valid", "test"])]) > 0
+    for column in targets.score_columns():
+        assert (merged[column + "_x"] == merged[f"{column}@seed{seed}"]).all(), column
 
 
 def kill_when_marked(process, marker: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import finetune_argv, kill_when_marked
+from conftest import check_predicted_like_saved, finetune_argv, kill_when_marked, rows_as_inputs
 
 from copra import methods, protein_model
 from copra.backbone import load_backbone
@@ -21,10 +21,8 @@ from copra.finetune import Trainer
 from copra.ingest import run_ingest
 from copra.methods.layer_drop import LayerDropSettings
 from copra.settings import FinetuneSettings, HeadArchitecture, IngestSettings, TaskSettings
-from copra.tables import read_sequences, read_task_table
 from copra.targets import Targets
-from copra.task_data import Batcher, predict, task_data
-from copra.trained_run import load_finetuned
+from copra.task_data import task_data
 
 SPLIT = IngestSettings({"train": 0.8, "valid": 0.1, "test": 0.1}, 0)
 
@@ -80,16 +78,13 @@ def test_saved_model_reloads_and_reproduces_predictions_exactly(tasks, tmp_path,
         assert len(manifest["wrapped_modules"]) == 12
     assert not (out / "checkpoint.pt").exists()
 
+    # `copra predict` rebuilds the model from the folder and gives its own predictions back
     kind, table_path, sequences_path = tasks[name]
-    model, targets = load_finetuned(out, load_backbone("esm2_t6_8M_UR50D", "random"))
-    table = read_task_table(table_path, kind)
-    table = table[table.split != "train"]
-    data = task_data(table, read_sequences(sequences_path), kind, targets)
-    scores = targets.scores(predict(model, data, Batcher(model.alphabet, "cpu", 1022), 16))
-    saved = pd.read_csv(out / "predictions.tsv", sep="\t")
-    assert np.array_equal(
-        scores.astype(np.float32), saved[targets.score_columns()].to_numpy(np.float32)
-    )
+    inputs = rows_as_inputs(table_path, sequences_path, kind, tmp_path)
+    backbone = ["--model", "esm2_t6_8M_UR50D", "--weights", "random"]
+    predicted = tmp_path / "predicted.tsv"
+    assert main(["predict", "--run", str(out), *inputs, "--output", str(predicted), *backbone]) == 0
+    check_predicted_like_saved(predicted, out, kind)
 
 
 def test_copra_logs_schedule_and_activation_counts(tasks, tmp_path):

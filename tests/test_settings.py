@@ -20,7 +20,8 @@ STEP_SETTINGS = [
 ALL_SETTINGS = STEP_SETTINGS + list(methods.sections().values())
 # Keys Snakemake reads to decide what runs (which methods, tasks and seeds, how many threads),
 # and the GPU settings the workflow exports to its jobs (copra/job_environment.py).
-SNAKEMAKE_ONLY = {"methods", "seeds", "threads", "tasks", "gpu.cpu_fallback", "gpu.lock_dir"} | {
+SNAKEMAKE_ONLY = {"methods", "seeds", "threads", "tasks", "gpu.cpu_fallback", "gpu.lock_dir"}
+SNAKEMAKE_ONLY |= {"predict.methods", "predict.seeds"} | {
     f"{section}.{key}"
     for section in methods.ANALYSES
     for key in ("methods", "tasks", "seeds", "partitions", "multitask")

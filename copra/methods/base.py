@@ -29,6 +29,8 @@ class Method:
     complex_tasks: ClassVar[bool] = False
     # the method it refines: the summary puts the two side by side
     compared_with: ClassVar[str | None] = None
+    # the files of a run folder that hold its trained backbone part (beside its head)
+    weight_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **settings):
         unknown = set(settings) - set(self.sections)
@@ -51,7 +53,15 @@ class Method:
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Method":
         """The method of a trained run, with the settings its manifest recorded."""
-        return cls(**{s: c(**manifest[s]) for s, c in cls.sections.items() if manifest.get(s)})
+        return cls(
+            **{
+                section: settings(
+                    **{k: v for k, v in manifest[section].items() if k in settings.config_keys}
+                )
+                for section, settings in cls.sections.items()
+                if manifest.get(section)
+            }
+        )
 
     def fresh(self) -> "Method":
         """The same method and settings without per-run state (one per federated client)."""

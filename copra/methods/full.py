@@ -12,6 +12,7 @@ WEIGHTS_FILE = "backbone.safetensors"
 class Full(Method):
     name = "full"
     description = "full fine-tuning of the backbone (finetune.full_learning_rate)"
+    weight_files = (WEIGHTS_FILE,)
 
     def adapt(self, network, backbone_id: str):
         network.requires_grad_(True)

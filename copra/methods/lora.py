@@ -28,6 +28,10 @@ class Lora(Method):
     description = "LoRA adapters through peft (lora.*)"
     sections = {"lora": LoraSettings}
     adapter = fixed_rank = complex_tasks = True
+    weight_files = (
+        f"{ADAPTER_FOLDER}/adapter_config.json",
+        f"{ADAPTER_FOLDER}/adapter_model.safetensors",
+    )
 
     def adapt(self, network, backbone_id: str):
         from copra.lora import add_lora

@@ -12,7 +12,7 @@ from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
 from copra import methods  # noqa: E402
-from copra.config import check_keys, exit_on_input_error  # noqa: E402
+from copra.config import check_keys, exit_on_input_error, schema_node  # noqa: E402
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
 from copra.errors import InputError  # noqa: E402
 from copra.job_environment import export_gpu_settings, put_copra_on_path  # noqa: E402
@@ -375,6 +375,125 @@ def embedding_summary_inputs(wildcards):
     return {"embeddings": f"{data}/embeddings.npz", "table": f"{data}/table.tsv"}
 
 
+# --- predict: trained runs applied to new inputs ---------------------------------------------
+
+PREDICT_SHARED = set(schema_node("predict")["properties"])
+PREDICTIONS = {
+    name: {
+        **{k: v for k, v in config["predict"].items() if k in PREDICT_SHARED},
+        "header": True,
+        **job,
+    }
+    for name, job in config["predict"].items()
+    if name not in PREDICT_SHARED
+}
+SCREENS = [name for name, job in PREDICTIONS.items() if job.get("pairs") == "all"]
+
+
+def prediction_methods(name):
+    """A job's own methods, or those of predict.methods its task trains (default: all)."""
+    job, trained = PREDICTIONS[name], task_methods(PREDICTIONS[name]["task"])
+    if job["methods"] is None:
+        return trained
+    if "methods" in config["predict"][name]:
+        return job["methods"]
+    return [m for m in job["methods"] if m in trained]
+
+
+def prediction_seeds(name):
+    return PREDICTIONS[name]["seeds"] or config["seeds"]
+
+
+def check_predictions():
+    """Every predict job names a trained task, inputs of its kind and methods it trains."""
+    for name, job in PREDICTIONS.items():
+        where = f"predict.{name}"
+        if job["task"] not in TASKS:
+            raise InputError(
+                f"{where}.task: {job['task']!r} is not a task of this run ({', '.join(TASKS)})"
+            )
+        kind = config["tasks"][job["task"]]["kind"]
+        if kind == COMPLEX_KIND:
+            raise InputError(
+                f"{where}: predicting complexes is not supported yet (task {job['task']})"
+            )
+        if (kind == "pair_classification") != ("pairs" in job):
+            need = (
+                "needs `pairs:` (a pair table, or all)"
+                if "pairs" not in job
+                else ("scores single proteins: leave out `pairs:`")
+            )
+            raise InputError(f"{where}: task {job['task']} is a {kind} task; it {need}")
+        if "sequences" not in job and "table" not in job:
+            raise InputError(f"{where}: give `sequences:` (a FASTA) or `table:`")
+        unknown = set(prediction_methods(name)) - set(task_methods(job["task"]))
+        if unknown:
+            raise InputError(
+                f"{where}.methods: {', '.join(sorted(unknown))} not trained on task "
+                f"{job['task']} (methods: {', '.join(task_methods(job['task']))})"
+            )
+
+
+exit_on_input_error(check_predictions)
+
+
+def prediction_runs(wildcards):
+    task_name = PREDICTIONS[wildcards.name]["task"]
+    return [
+        f"results/{task_name}/{wildcards.method}/seed{seed}"
+        for seed in prediction_seeds(wildcards.name)
+    ]
+
+
+def predict_inputs(wildcards):
+    """The runs' files, the task table they trained on, the job's inputs and the weights."""
+    job = PREDICTIONS[wildcards.name]
+    method = methods.get(wildcards.method)
+    files = ["manifest.json", "targets.json", "head.safetensors", *method.weight_files]
+    inputs = {
+        "runs": [
+            f"{run}/{name}" for run in prediction_runs(wildcards) for name in files
+        ],
+        "training_table": f"results/{job['task']}/data/table.tsv",
+        "weights": weights_input(wildcards),
+    }
+    for key in ("sequences", "table"):
+        if key in job:
+            inputs[key] = job[key]
+    if job.get("pairs", "all") != "all":
+        inputs["pairs"] = job["pairs"]
+    return inputs
+
+
+def predict_args(wildcards, input):
+    """--run per seed, and the job's inputs as options."""
+    words = [w for run in prediction_runs(wildcards) for w in ("--run", run)]
+    for key in ("sequences", "table", "pairs"):
+        if key in input.keys():
+            words += [f"--{key}", input[key]]
+    if wildcards.name in SCREENS:
+        words += ["--pairs", "all"]
+    if not PREDICTIONS[wildcards.name]["header"]:
+        words.append("--no-header")
+    return quoted(*words)
+
+
+def predict_config(wildcards):
+    """The backbone, the embedding (cache, batch size, device) and the job's predict settings."""
+    tree = config_tree([*BACKBONE, "embedding"])
+    job = PREDICTIONS[wildcards.name]
+    tree["predict"] = {k: v for k, v in job.items() if k in PREDICT_SHARED}
+    return json.dumps(tree, sort_keys=True)
+
+
+def prediction_files():
+    return [
+        f"results/predictions/{name}/{method}.tsv"
+        for name in PREDICTIONS
+        for method in prediction_methods(name)
+    ]
+
+
 def all_targets():
     targets = [
         *expand("results/{task}/data/summary.tsv", task=TASKS),
@@ -400,4 +519,4 @@ def all_targets():
         targets.append("results/figures/complexes.png")
     if config["federated"]["methods"]:
         targets += ["results/federated.tsv", "results/figures/federated.png"]
-    return targets
+    return targets + prediction_files()

@@ -1,0 +1,393 @@
+"""`copra predict`: trained runs (seeds of one method) applied to new proteins or pairs.
+
+Inputs are read and checked as ingest reads training inputs. Each run's model is rebuilt from
+its folder (or with another adapter: a pruned or merged one), every unique sequence is encoded
+once per run (the head: through the embedding cache), and the head scores each row
+(copra/inference.py). The table gives the seeds' mean score, its spread and every seed's score,
+and whether the run trained on the row; a manifest beside it names the runs and their checksums.
+"""
+
+import copy
+import logging
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from copra.atomic import write_table
+from copra.device import pick_device, precision
+from copra.errors import InputError
+from copra.ingest import SequenceResolver, read_label_table
+from copra.provenance import file_sha256, write_manifest
+from copra.sequences import read_fasta, sequence_hash
+from copra.settings import EmbeddingSettings, ModelSettings, PredictSettings
+from copra.tables import COMPLEX_KIND, PAIR_KIND, key_columns, read_task_table
+from copra.trained_run import TrainedRun
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """What to predict: rows of ids with sequence hashes, and the sequences by hash."""
+
+    rows: pd.DataFrame  # id, seq_hash  |  id_a, id_b, hash_a, hash_b
+    sequences: dict[str, str]
+    pair: bool
+
+    @property
+    def keys(self) -> list[list[str]]:
+        columns = ["hash_a", "hash_b"] if self.pair else ["seq_hash"]
+        return [self.rows[column].tolist() for column in columns]
+
+
+def fasta_inputs(fasta) -> Inputs:
+    """Every record of a FASTA, in file order."""
+    records = read_fasta(fasta)
+    hashes = [sequence_hash(r.sequence) for r in records]
+    rows = pd.DataFrame({"id": [r.id for r in records], "seq_hash": hashes})
+    sequences = {h: r.sequence for h, r in zip(hashes, records, strict=True)}
+    return Inputs(rows, sequences, pair=False)
+
+
+def table_inputs(table, fasta=None, header: bool = True) -> Inputs:
+    """Proteins of a table: a `sequence` column (and an `id` one), or `id`s of FASTA records."""
+    frame = read_label_table(table, header)
+    if frame.empty:
+        raise InputError("the table has no rows", path=table)
+    own = [c for c in frame.columns if c != "_line"]
+    resolver, lines = SequenceResolver(fasta), frame["_line"]
+    if "sequence" in own:
+        hashes = resolver.inline(frame["sequence"], lines, table)
+        ids = frame["id"].str.strip().tolist() if "id" in own else hashes
+    elif "id" in own:
+        ids, hashes = frame["id"].str.strip().tolist(), resolver.by_name(frame["id"], lines, table)
+    else:
+        raise InputError(
+            f"no column sequence or id (the table has: {', '.join(map(str, own))}); name the "
+            "column of inline sequences `sequence`, or that of FASTA ids `id`",
+            path=table,
+        )
+    return Inputs(pd.DataFrame({"id": ids, "seq_hash": hashes}), resolver.sequences, pair=False)
+
+
+def pair_inputs(pairs, fasta, header: bool = True) -> Inputs:
+    """Pairs of a table (`id_a`, `id_b`; without a header its first two columns) of FASTA ids."""
+    if fasta is None:
+        raise InputError("a pair table names proteins by id: give the FASTA (sequences:) too")
+    frame = read_label_table(pairs, header)
+    if frame.empty:
+        raise InputError("the pair table has no rows", path=pairs)
+    own = [c for c in frame.columns if c != "_line"]
+    wanted = ["id_a", "id_b"] if header else own[:2]
+    if len(own) < 2 or not set(wanted) <= set(own):
+        raise InputError(
+            f"no columns id_a and id_b (the table has: {', '.join(map(str, own))}); name them "
+            "so, or give a table without a header whose first two columns are the pair's ids",
+            path=pairs,
+        )
+    resolver, lines = SequenceResolver(fasta), frame["_line"]
+    rows = pd.DataFrame()
+    for side, column in zip("ab", wanted, strict=True):
+        rows[f"id_{side}"] = frame[column].str.strip().tolist()
+        rows[f"hash_{side}"] = resolver.by_name(frame[column], lines, pairs)
+    return Inputs(rows, resolver.sequences, pair=True)
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """What a prediction reads: a FASTA and/or a table of proteins, or a FASTA and pairs (a pair
+    table, or `all`)."""
+
+    sequences: str | Path | None = None
+    table: str | Path | None = None
+    pairs: str | Path | None = None
+    header: bool = True
+
+    def files(self) -> list:
+        return [p for p in (self.sequences, self.table, self.pairs) if p not in (None, "all")]
+
+    def read(self, kind: str) -> Inputs:
+        """The inputs of a run of task kind `kind`, refused when they are of another kind."""
+        if kind == COMPLEX_KIND:
+            raise InputError(
+                "predicting complexes (complex_regression) is not supported yet: its runs are "
+                "evaluated by cross-validation (results/<task>/<method>/seed<k>/predictions.tsv)"
+            )
+        if kind == PAIR_KIND:
+            if self.pairs is None:
+                raise InputError(
+                    "the runs are of a pair task (pair_classification): give pairs, a pair "
+                    "table (id_a, id_b) or `all` for every pair of the FASTA"
+                )
+            if self.table is not None:
+                raise InputError("a pair task reads a FASTA and pairs, not a sequence table")
+            return pair_inputs(self.pairs, self.sequences, self.header)
+        if self.pairs is not None:
+            raise InputError(
+                f"the runs are of a {kind} task: they score single proteins, not pairs; "
+                "leave out pairs (or predict with the runs of a pair task)"
+            )
+        if self.table is not None:
+            return table_inputs(self.table, self.sequences, self.header)
+        if self.sequences is None:
+            raise InputError("give the proteins: a FASTA (sequences:) or a table (table:)")
+        return fasta_inputs(self.sequences)
+
+
+# --- the runs -------------------------------------------------------------------------------------
+
+
+def open_ensemble(folders) -> list[TrainedRun]:
+    """Runs of one method and task (seeds), with one label space; complete ones only."""
+    if not folders:
+        raise InputError("give at least one trained run (results/<task>/<method>/seed<k>)")
+    runs = [TrainedRun.open(folder) for folder in folders]
+    first = runs[0]
+    for run in runs[1:]:
+        for what in ("method", "kind"):
+            if run.manifest.get(what) != first.manifest.get(what):
+                raise InputError(
+                    f"the runs mix {what}s ({first.manifest.get(what)}, {run.manifest.get(what)})"
+                    f": an ensemble is the seeds of one method of one task",
+                    path=run.folder,
+                )
+        if run.targets != first.targets:
+            raise InputError(f"its label space differs from {first.folder}'s", path=run.folder)
+    return runs
+
+
+def training_keys(run: TrainedRun, training_table=None) -> set:
+    """Sequence hashes (pairs: unordered hash pairs) of the run's training rows, from its task
+    table (`training_table`, or the one its manifest recorded, unchanged since)."""
+    path = training_table or run.manifest.get("training_table")
+    if training_table is None:
+        if path is None or not Path(path).is_file():
+            raise InputError(
+                f"cannot tell which inputs the run trained on: its task table ({path}) is not "
+                "there; give it (--training-table results/<task>/data/table.tsv)",
+                path=run.folder,
+            )
+        if file_sha256(path) != run.manifest["inputs"].get(path):
+            raise InputError(
+                f"{path} changed since the run trained on it (its checksum differs): retrain, or "
+                "give the table it trained on (--training-table)",
+                path=run.folder,
+            )
+    table = read_task_table(path, run.manifest["kind"])
+    train = table[table.split == "train"]
+    if run.manifest["kind"] == PAIR_KIND:
+        return {frozenset(p) for p in zip(train.hash_a, train.hash_b, strict=True)}
+    return set(train.seq_hash)
+
+
+def in_training(inputs: Inputs, seen: set) -> np.ndarray:
+    if inputs.pair:
+        pairs = zip(*inputs.keys, strict=True)
+        return np.array([frozenset(p) in seen for p in pairs], dtype=bool)
+    return inputs.rows.seq_hash.isin(seen).to_numpy()
+
+
+@dataclass(frozen=True)
+class Backbones:
+    """How every run of an ensemble is rebuilt: the backbone, once, and the embedding settings."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    adapter: Path | None = None
+
+    def load(self, runs: list[TrainedRun]):
+        backbone = self.model.load()
+        for run in runs:
+            recorded = run.manifest.get("embedding") or run.manifest["backbone"]
+            expected = [recorded.get("model", recorded.get("name")), recorded["weights"]]
+            if expected != [backbone.name, backbone.weights_id]:
+                raise InputError(
+                    f"was trained on {expected[0]} ({expected[1]}), not on the configured "
+                    f"{backbone.name} ({backbone.weights_id}): set model: as the run had it",
+                    path=run.folder,
+                )
+        return backbone
+
+
+def run_model(run: TrainedRun, backbone, backbones: Backbones):
+    """(encoder, head scorer) of one run: the function of sequences that it trained to be."""
+    from copra.inference import HeadScorer, NetworkEncoder
+
+    method, kind = run.method, run.manifest["kind"]
+    combination = run.manifest["head"]["pair_combination"] if kind == PAIR_KIND else None
+    if method.cached_embeddings:
+        return cached_encoder(run, backbone, backbones.embedding), HeadScorer(
+            standardized_head(run), run.targets, combination
+        )
+    network = copy.deepcopy(backbone.model)
+    if backbones.adapter is not None:
+        network = adapted(run, network, backbones.adapter)
+    else:
+        network = method.load(network, run.folder)
+    model = run.model(network, backbone)
+    device = pick_device(backbones.embedding.device)
+    max_residues = run.manifest["settings"]["max_residues"]
+    encoder = NetworkEncoder(model, max_residues, device, backbones.embedding.batch_tokens)
+    return encoder, HeadScorer(model.head, run.targets, combination)
+
+
+def adapted(run: TrainedRun, network, adapter_folder):
+    """`network` with another adapter (a pruned or merged one) instead of the run's own."""
+    from copra.adapter_algebra import load_adapter, with_adapter
+
+    if not run.method.adapter:
+        raise InputError(
+            f"runs of method {run.method.name} hold no adapter to replace", path=run.folder
+        )
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (Path(adapter_folder) / name).is_file():
+            raise InputError(f"not an adapter folder: {name} is missing", path=adapter_folder)
+    return with_adapter(network, load_adapter(adapter_folder))
+
+
+def standardized_head(run: TrainedRun):
+    """The head of a `head` run: its standardization and task head, as trained."""
+    from copra.head_baseline import StandardizedHead
+    from copra.task_head import TaskHead
+
+    state, head = run.head_state(), run.manifest["head"]
+    layers = TaskHead(head["in_dim"], run.targets.out_dim, head["hidden"], head["dropout"])
+    model = StandardizedHead(state["mean"], state["std"], layers)
+    model.load_state_dict(state)
+    return model
+
+
+def cached_encoder(run: TrainedRun, backbone, configured: EmbeddingSettings):
+    """The frozen backbone's pooled vectors as the run's embedding had them (its layer, pooling,
+    truncation or windows), through the cache; batch size, device and cache as configured."""
+    from copra.embed import embed_unique
+
+    recorded = run.manifest["embedding"]
+    made = {f.name: recorded[f.name] for f in fields(EmbeddingSettings) if f.name in recorded}
+    settings = replace(configured, **made)
+    here = precision(pick_device(settings.device))
+    if recorded.get("precision") not in (None, here):
+        log.warning(
+            "%s trained on %s embeddings; these are %s", run.folder, recorded["precision"], here
+        )
+
+    def encode(sequences: dict[str, str]):
+        return embed_unique(backbone, sequences, settings, {k: k for k in sequences})
+
+    return encode
+
+
+def ensemble_vectors(runs, backbones: Backbones, sequences: dict[str, str]):
+    """Per run: (its vectors of `sequences`, its head scorer); one model in memory at a time."""
+    backbone = backbones.load(runs)
+    out = []
+    for run in runs:
+        log.info("encoding %d unique sequences with %s", len(sequences), run.folder)
+        encoder, scorer = run_model(run, backbone, backbones)
+        out.append((encoder(sequences), scorer))
+    return out
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+def ensemble(scores: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation over seeds (NaN for one seed), float32, per element."""
+    stacked = np.stack(scores).astype(np.float64)
+    spread = stacked.std(axis=0, ddof=1) if len(scores) > 1 else np.full(stacked.shape[1:], np.nan)
+    return stacked.mean(axis=0).astype(np.float32), spread.astype(np.float32)
+
+
+def score_frame(keys: pd.DataFrame, seen, scores, columns, seeds) -> pd.DataFrame:
+    """The ids, `in_training`, then per score column its mean, `_std`, and `@seed<k>` values."""
+    out = keys.reset_index(drop=True).copy()
+    out["in_training"] = seen
+    mean, spread = ensemble(scores)
+    for i, column in enumerate(columns):
+        out[column], out[f"{column}_std"] = mean[:, i], spread[:, i]
+    for seed, values in zip(seeds, scores, strict=True):
+        for i, column in enumerate(columns):
+            out[f"{column}@seed{seed}"] = values[:, i]
+    return out
+
+
+def write_prediction_manifest(output, runs, inputs, settings, backbones, config, **fields):
+    write_manifest(
+        Path(output).with_suffix(".manifest.json"),
+        inputs=inputs,
+        config=config,
+        runs=[
+            {
+                "folder": str(run.folder),
+                "method": run.manifest["method"],
+                "seed": run.manifest["seed"],
+                "files": {str(p): file_sha256(p) for p in run.files()},
+            }
+            for run in runs
+        ],
+        adapter=(
+            {
+                str(p): file_sha256(p)
+                for p in sorted(Path(backbones.adapter).glob("adapter_*"))
+                if p.is_file()
+            }
+            if backbones.adapter
+            else None
+        ),
+        settings=asdict(settings),
+        **fields,
+    )
+
+
+def run_predict(
+    runs,
+    output,
+    inputs: InputFiles,
+    *,
+    backbones: Backbones | None = None,
+    settings: PredictSettings | None = None,
+    training_table=None,
+    figure=None,
+    config_snapshot: dict | None = None,
+) -> pd.DataFrame | None:
+    """Predict with the seeds `runs` of one method; `pairs="all"` screens every pair."""
+    settings, backbones = settings or PredictSettings(), backbones or Backbones()
+    trained = open_ensemble(runs)
+    kind = trained[0].manifest["kind"]
+    seen = set().union(*(training_keys(run, training_table) for run in trained))
+    if inputs.pairs == "all":
+        from copra.screen import run_screen
+
+        if kind != PAIR_KIND:
+            inputs.read(kind)  # the error of a kind mismatch
+        run_screen(
+            trained, inputs.sequences, output, seen, settings, backbones, figure, config_snapshot
+        )
+        return None
+    rows = inputs.read(kind)
+    computed = ensemble_vectors(trained, backbones, rows.sequences)
+    scores = [scorer.rows(vectors, *rows.keys) for vectors, scorer in computed]
+    columns = trained[0].targets.score_columns()
+    seeds = [run.manifest["seed"] for run in trained]
+    frame = score_frame(
+        rows.rows[key_columns(kind)], in_training(rows, seen), scores, columns, seeds
+    )
+    if figure is not None:
+        from copra.plots import plot_prediction_scores
+
+        plot_prediction_scores(frame, columns, figure, title=Path(output).stem)
+    write_prediction_manifest(
+        output,
+        trained,
+        inputs.files(),
+        settings,
+        backbones,
+        config_snapshot,
+        rows=len(frame),
+        in_training=int(frame.in_training.sum()),
+    )
+    write_table(output, frame)
+    log.info("%d rows predicted (%d seen in training)", len(frame), frame.in_training.sum())
+    return frame
