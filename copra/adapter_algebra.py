@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from copra.atomic import atomic_directory
 from copra.errors import InputError
 
 CONFIG_FIELDS = (
@@ -143,3 +144,19 @@ def add_adapter(model: PeftModel, adapter: Adapter, name: str) -> None:
     """One more (inactive) adapter `name` in `model`, with `adapter`'s weights."""
     model.add_adapter(name, lora_config(adapter))
     load_into(model, adapter, name)
+
+
+def save_adapter(adapter: Adapter, source_dir, output) -> None:
+    """`adapter` in peft's layout: the source's adapter_config.json with its rank and alpha."""
+    saved = json.loads((Path(source_dir) / "adapter_config.json").read_text())
+    saved.update(
+        r=adapter.config["r"],
+        lora_alpha=adapter.config["lora_alpha"],
+        use_rslora=adapter.config["use_rslora"],
+    )
+    with atomic_directory(output) as tmp:
+        (tmp / "adapter_config.json").write_text(json.dumps(saved, indent=2))
+        save_file(
+            {k: v.contiguous() for k, v in adapter.tensors.items()},
+            str(tmp / "adapter_model.safetensors"),
+        )

@@ -440,6 +440,13 @@ def _parsers(sub) -> None:
     p.add_argument("--shapley", help="the run's Shapley table (for lowest_shapley)")
     _required(p, "--output")
 
+    merge = _call("copra.merging:write_merged_adapter", "adapters", "output", scheme="scheme")
+    help = "write the exact weighted merge of adapters in peft's format"
+    p = add("merge-adapters", merge, help, config=False)
+    p.add_argument("--adapters", nargs="+", required=True, help="adapter folders")
+    p.add_argument("--scheme", required=True, help="their weights, e.g. 1:1 (normalised)")
+    _required(p, "--output")
+
     for module in ("merging", "federated", "shapley", "pruning"):
         help = f"one {module} table and its figure"
         p = add(f"gather-{module}", cmd_gather, help, config=False, module=module)

@@ -20,6 +20,7 @@ from copra.adapter_algebra import (
     add_adapter,
     check_compatible,
     load_adapter,
+    save_adapter,
     weighted_delta_sum,
     with_adapter,
 )
@@ -314,3 +315,16 @@ def _write(rows, output, runs, inputs, settings, config_snapshot) -> pd.DataFram
         precision="float32",
     )
     return table
+
+
+def write_merged_adapter(adapter_dirs, output, *, scheme: str) -> Adapter:
+    """One adapter in peft's format whose dW is the weighted sum of the adapters' (`scheme`
+    'w1:w2[:...]', normalised; the `exact` combination): for `copra predict --adapter`."""
+    weights = parse_scheme(scheme)
+    if len(weights) != len(adapter_dirs):
+        raise InputError(
+            f"scheme {scheme} has {len(weights)} weights for {len(adapter_dirs)} adapters"
+        )
+    merged = weighted_delta_sum([load_adapter(folder) for folder in adapter_dirs], weights)
+    save_adapter(merged, adapter_dirs[0], output)
+    return merged

@@ -7,19 +7,23 @@ Amount 0 returns the adapter unchanged.
 """
 
 import copy
-import json
 import logging
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from copra.adapter_algebra import Adapter, add_adapter, delta_weights, load_adapter, with_adapter
-from copra.atomic import atomic_directory, write_table
+from copra.adapter_algebra import (
+    Adapter,
+    add_adapter,
+    delta_weights,
+    load_adapter,
+    save_adapter,
+    with_adapter,
+)
+from copra.atomic import write_table
 from copra.errors import InputError
 from copra.provenance import write_manifest
 from copra.settings import ModelSettings, PruningSettings
@@ -233,19 +237,3 @@ def prune_adapter(
         raise InputError(f"pruning scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
     save_adapter(pruned, adapter_dir, output)
     return pruned
-
-
-def save_adapter(adapter: Adapter, source_dir, output) -> None:
-    """`adapter` in peft's layout: the source's adapter_config.json with its rank and alpha."""
-    saved = json.loads((Path(source_dir) / "adapter_config.json").read_text())
-    saved.update(
-        r=adapter.config["r"],
-        lora_alpha=adapter.config["lora_alpha"],
-        use_rslora=adapter.config["use_rslora"],
-    )
-    with atomic_directory(output) as tmp:
-        (tmp / "adapter_config.json").write_text(json.dumps(saved, indent=2))
-        save_file(
-            {k: v.contiguous() for k, v in adapter.tensors.items()},
-            str(tmp / "adapter_model.safetensors"),
-        )

@@ -113,9 +113,9 @@ def test_report_is_written_as_html_and_zip(demo_run):
         names = archive.namelist()
         assert "report/report.html" in names, names[:20]
         figures = [name for name in names if name.endswith(".png")]
-        # every figure of the report (19 in the demo) as a file of the archive
+        # every figure of the report (23 in the demo) as a file of the archive
         assert any(name.endswith("/pruning.png") for name in figures), figures
-        assert len(figures) == 19, figures
+        assert len(figures) == 23, figures
         for name in figures:
             assert archive.read(name).startswith(b"\x89PNG"), name
 
@@ -191,3 +191,24 @@ def test_demo_measures_shapley_values_and_pruning(demo_run):
     } <= set(pruning.scheme)
     for figure in ("shapley.png", "pruning.png"):
         check_figure(demo_run / "results" / "figures" / figure)
+
+
+def test_demo_predicts_new_proteins_and_screens_pairs(demo_run):
+    """Ensembles of three seeds score new proteins (the one seen in training is marked); every
+    pair of the interaction task's partners is screened and the best 50 kept."""
+    folder = demo_run / "results" / "predictions"
+    columns = ["score:cytoplasm", "score:membrane", "score:secreted"]
+    for method in ("head", "lora"):
+        table = pd.read_csv(folder / "new_proteins" / f"{method}.tsv", sep="\t")
+        assert len(table) == 13 and table.in_training.tolist() == [False] * 12 + [True]
+        assert (table[columns].sum(axis=1) - 1).abs().max() < 1e-5
+        assert table[[f"{c}_std" for c in columns]].notna().all().all()
+        assert {f"{c}@seed{k}" for c in columns for k in range(3)} <= set(table.columns)
+        manifest = json.loads((folder / "new_proteins" / f"{method}.manifest.json").read_text())
+        assert [run["seed"] for run in manifest["runs"]] == [0, 1, 2]
+        screen = pd.read_csv(folder / "partner_screen" / f"{method}.tsv", sep="\t")
+        assert len(screen) == 50 and screen.score.is_monotonic_decreasing
+        histogram = pd.read_csv(folder / "partner_screen" / f"{method}.histogram.tsv", sep="\t")
+        assert histogram.pairs.sum() == 60 * 59 // 2
+        for job in ("new_proteins", "partner_screen"):
+            check_figure(folder / job / f"{method}.png")

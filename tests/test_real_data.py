@@ -46,16 +46,39 @@ def run_user_config(workdir, user_config: dict):
     return workdir
 
 
+def yeast_proteome_slice(shared_data, pairs_path, folder, proteins=300, seed=0):
+    """A FASTA of `proteins` yeast proteins: those of the first 20 chosen pairs, then others."""
+    from copra.sequences import read_fasta, write_fasta
+
+    records = {r.id: r.sequence for r in read_fasta(shared_data / "ppi_yeast" / "sequences.fasta")}
+    chosen = pd.read_csv(pairs_path, sep="\t", header=None).head(20)
+    ids = list(dict.fromkeys([*chosen[0], *chosen[1]]))
+    rest = pd.Series(sorted(set(records) - set(ids))).sample(proteins - len(ids), random_state=seed)
+    path = folder / "yeast_slice.fasta"
+    write_fasta(path, [(name, records[name]) for name in [*ids, *rest]])
+    return path
+
+
 @pytest.fixture(scope="module")
 def yeast_run(shared_data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("yeast")
+    pairs = yeast_subset(shared_data, workdir)
     user_config = {
         "tasks": {
             "yeast_ppi": {
                 "kind": "pair_classification",
                 "sequences": str(shared_data / "ppi_yeast" / "sequences.fasta"),
-                "labels": str(yeast_subset(shared_data, workdir)),
+                "labels": str(pairs),
                 "header": False,
+            }
+        },
+        # All-vs-all: 300 yeast proteins (44,850 pairs) screened with the head.
+        "predict": {
+            "slice_screen": {
+                "task": "yeast_ppi",
+                "sequences": str(yeast_proteome_slice(shared_data, pairs, workdir)),
+                "pairs": "all",
+                "top": 1000,
             }
         },
         "model": {"name": "esm2_t6_8M_UR50D", "weights": "random"},
@@ -100,6 +123,25 @@ def test_yeast_ppi_federated_two_clients_two_rounds(yeast_run):
     train = pd.read_csv(yeast_run / "results/yeast_ppi/data/table.tsv", sep="\t")
     assert sum(sizes) == (train.split == "train").sum() and len(sizes) == 2
     check_figure(yeast_run / "results" / "figures" / "federated.png")
+
+
+def test_yeast_screen_all_vs_all(yeast_run):
+    folder = yeast_run / "results" / "predictions" / "slice_screen"
+    top = pd.read_csv(folder / "head.tsv", sep="\t")
+    assert len(top) == 1000 and top.score.between(0, 1).all()
+    assert top.score.is_monotonic_decreasing and top.id_a.str.startswith("4932.").all()
+    histogram = pd.read_csv(folder / "head.histogram.tsv", sep="\t")
+    assert histogram.pairs.sum() == 300 * 299 // 2
+    manifest = json.loads((folder / "head.manifest.json").read_text())
+    assert manifest["proteins"] == 300 and manifest["pairs"] == 44850
+    # the pairs it trained on (both proteins in the slice) are marked where they rank high
+    table = pd.read_csv(yeast_run / "results/yeast_ppi/data/table.tsv", sep="\t")
+    training = {frozenset(p) for p in table[table.split == "train"][["id_a", "id_b"]].values}
+    marked = [frozenset(p) in training for p in top[["id_a", "id_b"]].values]
+    assert top.in_training.tolist() == marked
+    log = (yeast_run / "logs/screen/slice_screen/head.log").read_text()
+    assert "300 unique sequences" in log and "cached" in log
+    check_figure(folder / "head.png")
 
 
 @pytest.fixture(scope="module")
