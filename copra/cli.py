@@ -184,7 +184,9 @@ def cmd_predict(args):
 
     pairs = "all" if args.command == "screen" else args.pairs
     table = getattr(args, "table", None)
-    inputs = InputFiles(args.sequences, table, pairs, header=not args.no_header)
+    inputs = InputFiles(args.sequences, table, pairs, not args.no_header)
+    if args.command == "predict":
+        inputs = s.dataclasses.replace(inputs, complexes=args.complexes, structures=args.structures)
     embedding = _settings(args, s.EmbeddingSettings)
     run_predict(
         args.run,
@@ -536,6 +538,9 @@ def _parsers(sub) -> None:
         if name == "predict":
             p.add_argument("--table", help="a table with a sequence column (or FASTA ids)")
             p.add_argument("--pairs", help="pair tasks: a pair table id_a,id_b, or `all`")
+            help = "complex tasks: a table pdb,protein_chains,rna_chains"
+            p.add_argument("--complexes", help=help)
+            p.add_argument("--structures", help="complex tasks: the folder of their structures")
         p.add_argument("--no-header", action="store_true", help="the table has no header line")
         p.add_argument("--adapter", help="score with this adapter folder (pruned, merged)")
         p.add_argument("--training-table", help="the runs' task table (default: the recorded)")

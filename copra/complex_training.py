@@ -67,7 +67,11 @@ def read_complexes(data_dir) -> tuple[pd.DataFrame, dict[str, ComplexInput], pd.
         name: pd.read_csv(data_dir / f"{name}.tsv", sep="\t", dtype={"id": str, "residue_id": str})
         for name in DATA_FILES
     }
-    chains, patches = frames["chains"], frames["patches"]
+    return frames["table"], complex_inputs(frames["chains"], frames["patches"]), frames["mutations"]
+
+
+def complex_inputs(chains: pd.DataFrame, patches: pd.DataFrame) -> dict[str, ComplexInput]:
+    """A ComplexInput per complex of ingested chain and patch tables."""
     sequence = dict(zip(zip(chains.id, chains.chain, strict=True), chains.sequence, strict=True))
     inputs = {}
     for name, tokens in patches.groupby("id", sort=False):
@@ -79,18 +83,21 @@ def read_complexes(data_dir) -> tuple[pd.DataFrame, dict[str, ComplexInput], pd.
                 for chain, rows in part.groupby("chain", sort=False)
             )
         ordered = pd.concat([tokens[tokens.kind == "protein"], tokens[tokens.kind == "rna"]])
-        coords = ordered[["x", "y", "z"]].to_numpy(dtype=np.float32)
+        coords = np.array(ordered[["x", "y", "z"]], dtype=np.float32)  # writable
         inputs[name] = ComplexInput(name, sides["protein"], sides["rna"], coords)
-    return frames["table"], inputs, frames["mutations"]
+    return inputs
 
 
 class CachedResidues:
     """Per-residue embeddings of the frozen backbone, looked up by chain sequence."""
 
-    def __init__(self, path):
-        ids, matrices, self.metadata = read_embeddings(path)
-        self.vectors = dict(zip(ids, matrices, strict=True))
-        self.dim = matrices[0].shape[1]
+    def __init__(self, path=None, vectors: dict | None = None, metadata: dict | None = None):
+        """From an embeddings file, or from `vectors` ({sequence hash: matrix})."""
+        if path is not None:
+            ids, matrices, metadata = read_embeddings(path)
+            vectors = dict(zip(ids, matrices, strict=True))
+        self.vectors, self.metadata = vectors, metadata
+        self.dim = next(iter(vectors.values())).shape[1]
 
     def __call__(self, chains) -> list[torch.Tensor]:
         out = []
@@ -312,8 +319,8 @@ def cross_validate(run: FoldRun, table, inputs, mutations, chains, seed: int):
         targets = Targets.from_training("sequence_regression", train_labels)
         model, history = train_fold(run, part["train"], part["valid"], targets, seed + 1000 * k)
         results.histories += [(k, *row) for row in history]
-        for split in splits:
-            outputs = predict(model, [x for x, _ in part[split]], batch, device)
+        for split in splits:  # one complex at a time: as `copra predict` scores it
+            outputs = predict(model, [x for x, _ in part[split]], 1, device)
             values = targets.scores(torch.from_numpy(outputs))[:, 0]
             results.predictions += [
                 (i, split, k, label[i], v) for i, v in zip(ids[split], values, strict=True)

@@ -82,14 +82,15 @@ def find_structure(folder, name: str) -> Path:
     )
 
 
-def _columns(frame: pd.DataFrame, columns: dict, path) -> dict[str, str]:
+def _columns(frame: pd.DataFrame, columns: dict, path, labelled: bool = True) -> dict[str, str]:
     own = [c for c in frame.columns if c != "_line"]
     wanted = {n: columns.get(n, n) for n in ("pdb", "protein_chains", "rna_chains", "label")}
     wanted["split"] = columns.get("split", "split")
     if not all(isinstance(c, str) for c in own):  # no header: canonical order by position
         order = ["pdb", "protein_chains", "rna_chains", "label", "split"]
         wanted = {name: columns.get(name, order.index(name)) for name in order}
-    missing = [n for n in ("pdb", "protein_chains", "rna_chains", "label") if wanted[n] not in own]
+    needed = ("pdb", "protein_chains", "rna_chains", *(["label"] if labelled else []))
+    missing = [n for n in needed if wanted[n] not in own]
     if missing:
         raise InputError(
             f"no column for {', '.join(missing)} (the table has: {', '.join(map(str, own))}); "
@@ -147,7 +148,7 @@ def _one_complex(name, row, found, structures, settings, path):
         structure.path.name,
         ",".join(proteins),
         ",".join(rnas),
-        _label(row[found["label"]], path, line),
+        _label(row[found["label"]], path, line) if "label" in found else float("nan"),
         len(patch),
         len(contacts.residues),
         sum(len(structure.chains[c].gaps) for c in (*proteins, *rnas)),
@@ -283,14 +284,22 @@ def _folds(table, given: bool, path, settings: ComplexSettings) -> None:
 
 
 def ingest_complexes(
-    labels, structures, *, columns=None, header=True, mutations=None, settings=None
+    labels,
+    structures,
+    *,
+    columns=None,
+    header=True,
+    mutations=None,
+    settings=None,
+    to_predict=False,
 ) -> IngestedComplexes:
-    """Read, check and normalize one complex task (`settings`: ComplexSettings)."""
+    """Read, check and normalize one complex task (`settings`: ComplexSettings); `to_predict`:
+    complexes without labels (`pdb,protein_chains,rna_chains`), for a trained model to score."""
     settings = settings or ComplexSettings()
     frame = read_label_table(labels, header)
     if frame.empty:
         raise InputError("label table has no rows", path=labels)
-    found = _columns(frame, columns or {}, labels)
+    found = _columns(frame, columns or {}, labels, labelled=not to_predict)
     ids = frame[found["pdb"]].str.strip()
     _check_unique(ids, frame["_line"], labels)
     records, chains, patches, fasta, skipped, parsed = [], [], [], [], [], {}
@@ -314,7 +323,10 @@ def ingest_complexes(
     if not records:
         raise InputError("every complex was skipped; see the messages above", path=labels)
     table = pd.DataFrame(records, columns=[*TABLE_COLUMNS[:5], *TABLE_COLUMNS[7:], "line", "split"])
-    _folds(table, "split" in found, labels, settings)
+    if to_predict:
+        table["split"], table["fold"] = "predict", -1
+    else:
+        _folds(table, "split" in found, labels, settings)
     chain_table = pd.DataFrame(
         chains, columns=["id", "chain", "kind", "seq_hash", "sequence", "gaps"]
     )

@@ -17,6 +17,7 @@ from copra.sequences import read_fasta, write_fasta
 BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
 LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}
 STICKY = "WYC"
+NEW_STRUCTURES = "new_structures"
 FILES = (
     "proteins.fasta",
     "localization.tsv",
@@ -25,6 +26,7 @@ FILES = (
     "partners.fasta",
     "interactions.tsv",
     "new_proteins.fasta",
+    "new_complexes.csv",
     *demo_complexes.FILES,
 )
 
@@ -112,6 +114,24 @@ def new_proteins(rng, n: int, folder: Path) -> None:
     write_fasta(folder / "new_proteins.fasta", [*records, ("seen_000", known.sequence)])
 
 
+def new_complexes(folder: Path, n: int, seed: int) -> None:
+    """new_complexes.csv and new_structures/: complexes no run trained on, to predict."""
+    import shutil
+
+    scratch = folder / ".new_complexes"
+    demo_complexes.write_demo_complexes(scratch, n, seed)
+    table = pd.read_csv(scratch / "complexes.csv")
+    table["pdb"] = "new_" + table.pdb
+    with atomic_path(folder / "new_complexes.csv") as tmp:
+        table.drop(columns=["dG_kcal_mol"]).to_csv(tmp, index=False)
+    structures = folder / NEW_STRUCTURES
+    shutil.rmtree(structures, ignore_errors=True)
+    structures.mkdir()
+    for path in (scratch / demo_complexes.STRUCTURES).iterdir():
+        path.rename(structures / f"new_{path.name}")
+    shutil.rmtree(scratch)
+
+
 def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) -> list[Path]:
     """Write the demo's FASTA, label and structure files into `folder`; same seed, same bytes."""
     folder = Path(folder)
@@ -120,4 +140,6 @@ def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) 
     pair_task(rng, n_sequences // 2, folder)
     new_proteins(rng, max(n_sequences // 10, 2), folder)
     demo_complexes.write_demo_complexes(folder, n_complexes, seed)
-    return [folder / name for name in FILES] + [folder / demo_complexes.STRUCTURES]
+    new_complexes(folder, 4, seed + 1)
+    structures = [demo_complexes.STRUCTURES, NEW_STRUCTURES]
+    return [folder / name for name in [*FILES, *structures]]

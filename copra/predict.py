@@ -22,7 +22,7 @@ from copra.ingest import SequenceResolver, read_label_table
 from copra.provenance import file_sha256, write_manifest
 from copra.sequences import read_fasta, sequence_hash
 from copra.settings import EmbeddingSettings, ModelSettings, PredictSettings
-from copra.tables import COMPLEX_KIND, PAIR_KIND, key_columns, read_task_table
+from copra.tables import COMPLEX_KIND, PAIR_KIND, read_task_table
 from copra.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
@@ -104,17 +104,24 @@ class InputFiles:
     table: str | Path | None = None
     pairs: str | Path | None = None
     header: bool = True
+    complexes: str | Path | None = None  # complex tasks: pdb,protein_chains,rna_chains
+    structures: str | Path | None = None  # ... and the folder of their structure files
 
     def files(self) -> list:
-        return [p for p in (self.sequences, self.table, self.pairs) if p not in (None, "all")]
+        given = (self.sequences, self.table, self.pairs, self.complexes)
+        return [p for p in given if p not in (None, "all")]
 
     def read(self, kind: str) -> Inputs:
         """The inputs of a run of task kind `kind`, refused when they are of another kind."""
-        if kind == COMPLEX_KIND:
+        if (kind == COMPLEX_KIND) != (self.complexes is not None):
             raise InputError(
-                "predicting complexes (complex_regression) is not supported yet: its runs are "
-                "evaluated by cross-validation (results/<task>/<method>/seed<k>/predictions.tsv)"
+                "the runs are of a complex task (complex_regression): give complexes (a table "
+                "pdb,protein_chains,rna_chains) and their structures folder"
+                if kind == COMPLEX_KIND
+                else f"the runs are of a {kind} task: they score proteins, not complexes"
             )
+        if kind == COMPLEX_KIND:
+            return None
         if kind == PAIR_KIND:
             if self.pairs is None:
                 raise InputError(
@@ -158,23 +165,31 @@ def open_ensemble(folders) -> list[TrainedRun]:
     return runs
 
 
+def recorded_table(run: TrainedRun, training_table=None) -> Path:
+    """The run's task table: `training_table`, or the one its manifest recorded, unchanged."""
+    if training_table is not None:
+        return Path(training_table)
+    path = run.manifest.get("training_table") or next(
+        (p for p in run.manifest.get("inputs", {}) if Path(p).name == "table.tsv"), None
+    )
+    if path is None or not Path(path).is_file():
+        raise InputError(
+            f"cannot tell which inputs the run trained on: its task table ({path}) is not "
+            "there; give it (--training-table results/<task>/data/table.tsv)",
+            path=run.folder,
+        )
+    if file_sha256(path) != run.manifest["inputs"].get(path):
+        raise InputError(
+            f"{path} changed since the run trained on it (its checksum differs): retrain, or "
+            "give the table it trained on (--training-table)",
+            path=run.folder,
+        )
+    return Path(path)
+
+
 def training_keys(run: TrainedRun, training_table=None) -> set:
-    """Sequence hashes (pairs: unordered hash pairs) of the run's training rows, from its task
-    table (`training_table`, or the one its manifest recorded, unchanged since)."""
-    path = training_table or run.manifest.get("training_table")
-    if training_table is None:
-        if path is None or not Path(path).is_file():
-            raise InputError(
-                f"cannot tell which inputs the run trained on: its task table ({path}) is not "
-                "there; give it (--training-table results/<task>/data/table.tsv)",
-                path=run.folder,
-            )
-        if file_sha256(path) != run.manifest["inputs"].get(path):
-            raise InputError(
-                f"{path} changed since the run trained on it (its checksum differs): retrain, or "
-                "give the table it trained on (--training-table)",
-                path=run.folder,
-            )
+    """Sequence hashes (pairs: unordered hash pairs) of the run's training rows."""
+    path = recorded_table(run, training_table)
     table = read_task_table(path, run.manifest["kind"])
     train = table[table.split == "train"]
     if run.manifest["kind"] == PAIR_KIND:
@@ -356,24 +371,21 @@ def run_predict(
     settings, backbones = settings or PredictSettings(), backbones or Backbones()
     trained = open_ensemble(runs)
     kind = trained[0].manifest["kind"]
-    seen = set().union(*(training_keys(run, training_table) for run in trained))
-    if inputs.pairs == "all":
-        from copra.screen import run_screen
+    if kind == COMPLEX_KIND:
+        inputs.read(kind)  # the error of inputs of another kind
+        frame = predict_complexes(trained, inputs, backbones, training_table)
+    else:
+        seen = set().union(*(training_keys(run, training_table) for run in trained))
+        if inputs.pairs == "all":
+            from copra.screen import run_screen
 
-        if kind != PAIR_KIND:
-            inputs.read(kind)  # the error of a kind mismatch
-        run_screen(
-            trained, inputs.sequences, output, seen, settings, backbones, figure, config_snapshot
-        )
-        return None
-    rows = inputs.read(kind)
-    computed = ensemble_vectors(trained, backbones, rows.sequences)
-    scores = [scorer.rows(vectors, *rows.keys) for vectors, scorer in computed]
+            if kind != PAIR_KIND:
+                inputs.read(kind)
+            screen = (inputs.sequences, output, seen, settings, backbones, figure)
+            run_screen(trained, *screen, config_snapshot)
+            return None
+        frame = predict_rows(trained, inputs.read(kind), backbones, seen)
     columns = trained[0].targets.score_columns()
-    seeds = [run.manifest["seed"] for run in trained]
-    frame = score_frame(
-        rows.rows[key_columns(kind)], in_training(rows, seen), scores, columns, seeds
-    )
     if figure is not None:
         from copra.plots import plot_prediction_scores
 
@@ -390,4 +402,32 @@ def run_predict(
     )
     write_table(output, frame)
     log.info("%d rows predicted (%d seen in training)", len(frame), frame.in_training.sum())
+    return frame
+
+
+def predict_rows(trained, rows: Inputs, backbones: Backbones, seen: set) -> pd.DataFrame:
+    """Sequence and pair runs' predictions of the rows."""
+    computed = ensemble_vectors(trained, backbones, rows.sequences)
+    scores = [scorer.rows(vectors, *rows.keys) for vectors, scorer in computed]
+    columns = trained[0].targets.score_columns()
+    seeds = [run.manifest["seed"] for run in trained]
+    keys = rows.rows[["id_a", "id_b"] if rows.pair else ["id"]]
+    return score_frame(keys, in_training(rows, seen), scores, columns, seeds)
+
+
+def predict_complexes(trained, inputs: InputFiles, backbones: Backbones, training_table):
+    """Complex runs' predictions: out of fold for the runs' own complexes (`held_out_fold`),
+    the folds' mean for any other."""
+    from copra.predict_complexes import score_complexes
+
+    data_dir = recorded_table(trained[0], training_table).parent
+    backbone = backbones.load(trained)
+    rows, fold, scores = score_complexes(
+        trained, data_dir, backbone, backbones.embedding, inputs.complexes, inputs.structures
+    )
+    seeds = [run.manifest["seed"] for run in trained]
+    keys = rows[["id", "protein_chains", "rna_chains"]]
+    frame = score_frame(keys, fold >= 0, scores, ["prediction"], seeds)
+    held_out = pd.array([k if k >= 0 else None for k in fold.tolist()], dtype="Int64")
+    frame.insert(4, "held_out_fold", held_out)
     return frame

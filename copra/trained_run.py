@@ -31,23 +31,27 @@ class TrainedRun:
     @classmethod
     def open(cls, folder) -> "TrainedRun":
         folder = Path(folder)
-        for name in ("manifest.json", "targets.json", "head.safetensors"):
-            if not (folder / name).is_file():
-                raise InputError(f"not a trained run: {name} is missing", path=folder)
+        if not (folder / "manifest.json").is_file():
+            raise InputError("not a trained run: manifest.json is missing", path=folder)
         manifest = json.loads((folder / "manifest.json").read_text())
-        if manifest.get("kind") != COMPLEX_KIND:  # complex runs keep their folds' weights
-            for name in methods.get(manifest["method"]).weight_files:
-                if not (folder / name).is_file():
-                    raise InputError(
-                        f"the run is incomplete: {name} is missing (rerun its training)",
-                        path=folder,
-                    )
+        for name in cls.model_files(manifest)[1:]:
+            if not (folder / name).is_file():
+                raise InputError(
+                    f"the run is incomplete: {name} is missing (rerun its training)", path=folder
+                )
         return cls(folder, manifest, Targets.from_json((folder / "targets.json").read_text()))
 
+    @staticmethod
+    def model_files(manifest: dict) -> list[str]:
+        """The files that make the trained model (complex runs: every fold's weights)."""
+        if manifest.get("kind") == COMPLEX_KIND:
+            return ["manifest.json", "targets.json", "folds.safetensors"]
+        own = methods.get(manifest["method"]).weight_files
+        return ["manifest.json", "targets.json", "head.safetensors", *own]
+
     def files(self) -> list[Path]:
-        """The files that make the trained model: what a prediction's manifest checksums."""
-        names = ["manifest.json", "targets.json", "head.safetensors"]
-        return [self.folder / n for n in [*names, *self.method.weight_files]]
+        """The model's files: what a prediction's manifest checksums."""
+        return [self.folder / name for name in self.model_files(self.manifest)]
 
     @property
     def adapter_folder(self) -> Path:

@@ -232,3 +232,40 @@ def test_missing_residue_embeddings_are_a_clear_error(complex_task, tmp_path):
     with pytest.raises(InputError, match="complex tasks train with head, lora, copra"):
         run_complex(complex_task / "data", tmp_path / "run", ComplexTraining(Full(), 0))
     assert not (tmp_path / "run").exists() and inputs
+
+
+def test_predict_gives_out_of_fold_predictions_and_scores_new_complexes(complex_task, tmp_path):
+    """`copra predict` on a complex run: its own complexes exactly as its predictions.tsv (the
+    fold that held each out), new ones (other structures) the mean over the folds."""
+    from copra.cli import main
+
+    train(complex_task, tmp_path / "head")
+    settings = ComplexTrainingSettings(learning_rate=1e-3, max_epochs=1, batch_size=4)
+    train(complex_task, tmp_path / "lora", "lora", settings=settings)
+    new, structures = tmp_path / "new", tmp_path / "structures"
+    write_demo_complexes(new, 3, seed=7)
+    own = pd.read_csv(complex_task / "complexes.csv").head(4)
+    others = pd.read_csv(new / "complexes.csv").assign(pdb=lambda t: "new_" + t.pdb)
+    structures.mkdir()
+    for name in [*own.pdb, *others.pdb]:
+        source = new / "structures" / f"{name[4:]}.pdb" if name.startswith("new_") else None
+        source = source or complex_task / "structures" / f"{name}.pdb"
+        (structures / f"{name}.pdb").write_bytes(source.read_bytes())
+    table = tmp_path / "complexes.csv"
+    pd.concat([own, others]).drop(columns=["dG_kcal_mol"]).to_csv(table, index=False)
+    for method in ("head", "lora"):
+        out = tmp_path / f"{method}.tsv"
+        words = ["predict", "--run", tmp_path / method, "--complexes", table]
+        words += ["--structures", structures, "--output", out]
+        words += ["--model", "esm2_t6_8M_UR50D", "--weights", "random"]
+        words += ["--cache-dir", complex_task / "cache"]
+        assert main(list(map(str, words))) == 0
+        predicted = pd.read_csv(out, sep="\t")
+        assert predicted.in_training.tolist() == [True] * 4 + [False] * 3
+        saved = pd.read_csv(tmp_path / method / "predictions.tsv", sep="\t")
+        saved = saved[saved.split == "test"].set_index("id")
+        mine = predicted.head(4).set_index("id")
+        assert (mine["prediction@seed0"] == saved.prediction[mine.index]).all(), method
+        assert (mine.held_out_fold == saved.fold[mine.index]).all()
+        assert predicted.tail(3).held_out_fold.isna().all()
+        assert predicted.prediction.notna().all()

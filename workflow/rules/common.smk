@@ -414,9 +414,12 @@ def check_predictions():
             )
         kind = config["tasks"][job["task"]]["kind"]
         if kind == COMPLEX_KIND:
-            raise InputError(
-                f"{where}: predicting complexes is not supported yet (task {job['task']})"
-            )
+            if "complexes" not in job or "structures" not in job:
+                raise InputError(
+                    f"{where}: task {job['task']} is a {kind} task; give `complexes:` (a "
+                    "table pdb,protein_chains,rna_chains) and `structures:`"
+                )
+            continue
         if (kind == "pair_classification") != ("pairs" in job):
             need = (
                 "needs `pairs:` (a pair table, or all)"
@@ -457,7 +460,7 @@ def predict_inputs(wildcards):
         "training_table": f"results/{job['task']}/data/table.tsv",
         "weights": weights_input(wildcards),
     }
-    for key in ("sequences", "table"):
+    for key in ("sequences", "table", "complexes", "structures"):
         if key in job:
             inputs[key] = job[key]
     if job.get("pairs", "all") != "all":
@@ -468,7 +471,7 @@ def predict_inputs(wildcards):
 def predict_args(wildcards, input):
     """--run per seed, and the job's inputs as options."""
     words = [w for run in prediction_runs(wildcards) for w in ("--run", run)]
-    for key in ("sequences", "table", "pairs"):
+    for key in ("sequences", "table", "pairs", "complexes", "structures"):
         if key in input.keys():
             words += [f"--{key}", input[key]]
     if wildcards.name in SCREENS:

@@ -5,6 +5,7 @@ rule demo_data:
     output:
         expand("{folder}/{name}", folder=DEMO_DIR, name=DEMO_FILES),
         directory(f"{DEMO_DIR}/structures"),
+        directory(f"{DEMO_DIR}/new_structures"),
     log:
         "logs/demo_data.log",
     localrule: True
