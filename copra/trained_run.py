@@ -43,11 +43,7 @@ class TrainedRun:
 
     @staticmethod
     def model_files(manifest: dict) -> list[str]:
-        """The files that make the trained model (complex runs: every fold's weights)."""
-        if manifest.get("kind") == COMPLEX_KIND:
-            return ["manifest.json", "targets.json", "folds.safetensors"]
-        own = methods.get(manifest["method"]).weight_files
-        return ["manifest.json", "targets.json", "head.safetensors", *own]
+        return methods.run_files(manifest["method"], manifest.get("kind") == COMPLEX_KIND)
 
     def files(self) -> list[Path]:
         """The model's files: what a prediction's manifest checksums."""

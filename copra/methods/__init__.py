@@ -12,6 +12,7 @@ from copra.methods.registry import (
     names,
     register,
     require,
+    run_files,
     sections,
     suited,
     unregister,
@@ -21,4 +22,14 @@ BUILT_IN = ("head", "lora", "layer_drop", "full")  # modules of copra/methods/, 
 for _module in BUILT_IN:
     importlib.import_module(f"copra.methods.{_module}")
 
-__all__ = ["ANALYSES", "get", "names", "register", "require", "sections", "suited", "unregister"]
+__all__ = [
+    "ANALYSES",
+    "get",
+    "names",
+    "register",
+    "require",
+    "run_files",
+    "sections",
+    "suited",
+    "unregister",
+]

@@ -75,3 +75,11 @@ def sections(*chosen: str) -> dict[str, type]:
     for name in chosen or _METHODS:
         found.update(get(name).sections)
     return found
+
+
+def run_files(name: str, complex_task: bool = False) -> list[str]:
+    """The files of a run folder of method `name` that make its trained model (a complex
+    task's run: every fold's weights)."""
+    if complex_task:
+        return ["manifest.json", "targets.json", "folds.safetensors"]
+    return ["manifest.json", "targets.json", "head.safetensors", *get(name).weight_files]

@@ -451,15 +451,18 @@ def prediction_runs(wildcards):
 def predict_inputs(wildcards):
     """The runs' files, the task table they trained on, the job's inputs and the weights."""
     job = PREDICTIONS[wildcards.name]
-    method = methods.get(wildcards.method)
-    files = ["manifest.json", "targets.json", "head.safetensors", *method.weight_files]
+    kind = config["tasks"][job["task"]]["kind"]
+    files = methods.run_files(wildcards.method, kind == COMPLEX_KIND)
+    data = f"results/{job['task']}/data"
     inputs = {
         "runs": [
             f"{run}/{name}" for run in prediction_runs(wildcards) for name in files
         ],
-        "training_table": f"results/{job['task']}/data/table.tsv",
+        "training_table": f"{data}/table.tsv",
         "weights": weights_input(wildcards),
     }
+    if kind == COMPLEX_KIND:  # how the run's complexes were cut into patches
+        inputs["ingested"] = [f"{data}/manifest.json", f"{data}/chains.tsv"]
     for key in ("sequences", "table", "complexes", "structures"):
         if key in job:
             inputs[key] = job[key]
