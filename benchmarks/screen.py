@@ -23,10 +23,9 @@ import copy
 import dataclasses
 import os
 
-from _common import machine, sequence_subset, setup, timed, YEAST  # noqa: I001
-
 import numpy as np
 import torch
+from _common import YEAST, machine, sequence_subset, setup, timed  # noqa: I001
 
 from copra.backbone import load_backbone
 from copra.embed import embed_sequences
@@ -62,7 +61,7 @@ def lora_model(backbone, seed: int):
 
 def pair_scoring(vectors: np.ndarray, scorers, block: int) -> float:
     settings = PredictSettings(block_pairs=block)
-    computed = [(vectors, scorer) for scorer in scorers]
+    computed = [(scorer.prepare(vectors), scorer) for scorer in scorers]
     seconds, _ = timed(lambda: screen_scores(computed, len(vectors), settings), DEVICE)
     return seconds
 
@@ -92,9 +91,8 @@ def main() -> None:
     pairs_s = pair_scoring(vectors, [head_scorer(vectors.shape[1], args.seed)], args.block_pairs)
     pairs = n * (n - 1) // 2
     print(f"\n1. head screen: {n} proteins, {pairs} pairs")
-    print(
-        f"   embedding {embed_s:.1f} s, pair scoring {pairs_s:.1f} s ({pairs / pairs_s:,.0f} pairs/s)"
-    )
+    rate = f"{pairs / pairs_s:,.0f} pairs/s"
+    print(f"   embedding {embed_s:.1f} s, pair scoring {pairs_s:.1f} s ({rate})")
     print(f"   screen / embedding = {(embed_s + pairs_s) / embed_s:.3f}  (target <= 1.5)")
 
     subset = sequences[: args.lora_proteins]

@@ -24,31 +24,70 @@ log = logging.getLogger(__name__)
 
 
 class HeadScorer:
-    """A task head (and the pair combination) as float32 scores of pooled vectors."""
+    """A task head (and the pair combination) as float32 scores of pooled vectors.
+
+    The head is standardization (for `head` runs), Linear, tanh, Linear. Its first Linear runs
+    once per protein (`prepare`): for the `mean` combination a pair's first layer is the mean of
+    its two proteins' (the layer is affine), so a pair costs an addition, not a matrix product."""
 
     def __init__(self, head: torch.nn.Module, targets: Targets, pair_combination: str | None):
-        self.head = copy.deepcopy(head).double().eval().cpu()
+        head = copy.deepcopy(head).double().eval().cpu()
+        self.standardize = getattr(head, "mean", None) is not None
+        self.mean, self.std = (head.mean, head.std) if self.standardize else (None, None)
+        layers = (head.head if self.standardize else head).layers
+        self.first, self.rest = layers[1], layers[2:]
         self.targets, self.pair_combination = targets, pair_combination
 
+    def _standardized(self, vectors) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(vectors), dtype=torch.float64)
+        return (x - self.mean) / self.std if self.standardize else x
+
     @torch.no_grad()
-    def __call__(self, a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-        """Scores (n, score columns) of rows `a` (sequences) or of pairs (`a[i]`, `b[i]`)."""
-        x = torch.as_tensor(np.asarray(a), dtype=torch.float64)
-        if b is not None:
-            y = torch.as_tensor(np.asarray(b), dtype=torch.float64)
-            x = combine_pair(x, y, self.pair_combination)
-        return self.targets.scores(self.head(x))
+    def prepare(self, vectors) -> torch.Tensor:
+        """What a protein brings to its rows: the first layer of its vector (`mean` pairs and
+        single sequences), or the vector itself (other pair combinations)."""
+        if self.pair_combination in (None, "mean"):
+            return self.first(self._standardized(vectors))
+        return torch.as_tensor(np.asarray(vectors), dtype=torch.float64)
+
+    @torch.no_grad()
+    def scores(self, a: torch.Tensor, b: torch.Tensor | None = None) -> np.ndarray:
+        """Scores (n, score columns) of prepared rows `a` (sequences) or pairs (`a[i]`, `b[i]`)."""
+        if b is None:
+            hidden = a
+        elif self.pair_combination == "mean":
+            hidden = torch.add(a, b).mul_(0.5)
+        else:
+            combined = combine_pair(a, b, self.pair_combination)
+            hidden = self.first((combined - self.mean) / self.std if self.standardize else combined)
+        return self.targets.scores(self.rest(hidden))
+
+    @torch.no_grad()
+    def segments(self, prepared: torch.Tensor, segments) -> np.ndarray:
+        """Scores of the pairs (i, j), j0 <= j < j1, of each segment (i, j0, j1) of `prepared`
+        rows: for `mean` pairs the sums of contiguous rows, no gathering."""
+        if self.pair_combination != "mean":
+            rows = [torch.full((j1 - j0,), i) for i, j0, j1 in segments]
+            columns = [torch.arange(j0, j1) for _, j0, j1 in segments]
+            return self.scores(prepared[torch.cat(rows)], prepared[torch.cat(columns)])
+        total = sum(j1 - j0 for _, j0, j1 in segments)
+        hidden = torch.empty(total, prepared.shape[1], dtype=prepared.dtype)
+        at = 0
+        for i, j0, j1 in segments:
+            torch.add(prepared[i], prepared[j0:j1], out=hidden[at : at + j1 - j0])
+            at += j1 - j0
+        return self.scores(hidden.mul_(0.5))
+
+    def __call__(self, a, b=None) -> np.ndarray:
+        """Scores of pooled vectors `a` (sequences) or of the pairs (`a[i]`, `b[i]`)."""
+        return self.scores(self.prepare(a), None if b is None else self.prepare(b))
 
     def rows(self, vectors: dict, keys_a, keys_b=None) -> np.ndarray:
         """Scores of table rows named by sequence hashes (`keys_b` for pairs)."""
-        a = np.stack([vectors[k] for k in keys_a]) if len(keys_a) else np.zeros((0, 0))
-        if keys_b is None:
-            return self(a) if len(keys_a) else self._empty()
-        b = np.stack([vectors[k] for k in keys_b]) if len(keys_b) else None
-        return self(a, b) if len(keys_a) else self._empty()
-
-    def _empty(self) -> np.ndarray:
-        return np.zeros((0, len(self.targets.score_columns())), dtype=np.float32)
+        if not len(keys_a):
+            return np.zeros((0, len(self.targets.score_columns())), dtype=np.float32)
+        a = np.stack([vectors[k] for k in keys_a])
+        return self(a, None if keys_b is None else np.stack([vectors[k] for k in keys_b]))
 
 
 class NetworkEncoder:

@@ -22,18 +22,23 @@ log = logging.getLogger(__name__)
 
 
 def pair_blocks(n: int, block: int):
-    """(i, j) index arrays of the pairs i < j in row-major order, `block` pairs at a time."""
+    """The pairs i < j in row-major order, `block` at a time, as segments (i, j0, j1): the pairs
+    (i, j) for j0 <= j < j1."""
     i, j = 0, 1
     while i < n - 1:
-        rows, columns, size = [], [], 0
+        segments, size = [], 0
         while i < n - 1 and size < block:
             take = min(block - size, n - j)
-            rows.append(np.full(take, i, dtype=np.int64))
-            columns.append(np.arange(j, j + take, dtype=np.int64))
+            segments.append((i, j, j + take))
             size, j = size + take, j + take
             if j == n:
                 i, j = i + 1, i + 2
-        yield np.concatenate(rows), np.concatenate(columns)
+        yield segments
+
+
+def pair_index(segments, n: int) -> np.ndarray:
+    """i * n + j of every pair of the segments, in order."""
+    return np.concatenate([i * n + np.arange(j0, j1, dtype=np.int64) for i, j0, j1 in segments])
 
 
 class TopPairs:
@@ -71,8 +76,8 @@ class TopPairs:
 def screen_scores(computed, n: int, settings):
     """Score every pair of n proteins: (TopPairs, histogram counts, all mean scores or None).
 
-    `computed`: per seed (vectors in protein order, head scorer). Scores are each seed's binary
-    score; the ranking and the histogram use their mean over seeds."""
+    `computed`: per seed (its head scorer's `prepare`d vectors in protein order, the scorer).
+    Scores are each seed's binary score; the ranking and the histogram use their mean."""
     total = n * (n - 1) // 2
     if total == 0:
         raise InputError(f"a screen needs at least two proteins, not {n}")
@@ -83,13 +88,13 @@ def screen_scores(computed, n: int, settings):
     every_std = np.empty(total, dtype=np.float32) if settings.all_scores else None
     blocks = -(-total // settings.block_pairs)
     start = 0
-    for rows, columns in tqdm(
+    for segments in tqdm(
         pair_blocks(n, settings.block_pairs), total=blocks, desc="pairs", unit="block"
     ):
-        scores = [scorer(vectors[rows], vectors[columns])[:, 0] for vectors, scorer in computed]
+        scores = [scorer.segments(prepared, segments)[:, 0] for prepared, scorer in computed]
         mean, spread = ensemble(scores)
         counts += np.histogram(mean, bins=edges)[0]
-        top.add(rows * n + columns, mean)
+        top.add(pair_index(segments, n), mean)
         if every is not None:
             every[start : start + len(mean)], every_std[start : start + len(mean)] = mean, spread
         start += len(mean)
@@ -107,7 +112,7 @@ def run_screen(runs, sequences, output, seen, settings, backbones, figure, confi
     n = len(ids)
     log.info("screening %d proteins: %d pairs", n, n * (n - 1) // 2)
     computed = [
-        (np.stack([vectors[h] for h in hashes]), scorer)
+        (scorer.prepare(np.stack([vectors[h] for h in hashes])), scorer)
         for vectors, scorer in ensemble_vectors(runs, backbones, inputs.sequences)
     ]
     seeds = [run.manifest["seed"] for run in runs]
@@ -119,7 +124,7 @@ def run_screen(runs, sequences, output, seen, settings, backbones, figure, confi
     frame["in_training"] = [
         frozenset((hashes[a], hashes[b])) in seen for a, b in zip(i, j, strict=True)
     ]
-    scores = [scorer(vectors[i], vectors[j])[:, :1] for vectors, scorer in computed]
+    scores = [scorer.scores(prepared[i], prepared[j])[:, :1] for prepared, scorer in computed]
     mean, spread = ensemble(scores)
     frame[column], frame[f"{column}_std"] = mean[:, 0], spread[:, 0]
     for seed, values in zip(seeds, scores, strict=True):
