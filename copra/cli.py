@@ -180,7 +180,8 @@ def cmd_merge(args):
 
 
 def cmd_predict(args):
-    from copra.predict import Backbones, InputFiles, run_predict
+    from copra.predict import Backbones, run_predict
+    from copra.prediction_inputs import InputFiles
 
     pairs = "all" if args.command == "screen" else args.pairs
     table = getattr(args, "table", None)

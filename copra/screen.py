@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from copra.atomic import atomic_path, write_table
 from copra.errors import InputError
-from copra.predict import ensemble, ensemble_vectors, fasta_inputs, write_prediction_manifest
+from copra.predict import ensemble, ensemble_vectors, write_prediction_manifest
+from copra.prediction_inputs import fasta_inputs
 
 log = logging.getLogger(__name__)
 
