@@ -95,6 +95,15 @@ def rows_as_inputs(table_path, sequences_path, kind, folder: Path, splits=("vali
     return ["--sequences", str(fasta), "--pairs", str(pairs)]
 
 
+def scores_as_saved(model, targets, table, sequences):
+    """A task model's scores of table rows, computed as a run writes its predictions.tsv."""
+    from copra.inference import HeadScorer, NetworkEncoder, score_table
+
+    encoder = NetworkEncoder(model, 1022, "cpu", 1)
+    scorer = HeadScorer(model.head, targets, model.pair_combination)
+    return score_table(encoder, scorer, table, sequences, "hash_a" in table)
+
+
 def check_predicted_like_saved(predicted_path, run_folder, kind) -> None:
     """`copra predict` output equals the run's own predictions.tsv on those rows, exactly."""
     import pandas as pd

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import small_regression_task, train_runs
+from conftest import scores_as_saved, small_regression_task, train_runs
 
 from copra.adapter_algebra import (
     delta_weights,
@@ -20,7 +20,6 @@ from copra.errors import InputError
 from copra.lmc import barriers, path_model, run_lmc
 from copra.settings import LmcSettings, ModelSettings
 from copra.tables import read_sequences, read_task_table
-from copra.task_data import Batcher, predict, task_data
 from copra.trained_run import TrainedRun
 
 MODEL = ModelSettings("esm2_t6_8M_UR50D", "random")
@@ -44,24 +43,22 @@ def test_endpoints_reproduce_each_run_exactly(two_seeds):
     backbone = load_backbone("esm2_t6_8M_UR50D", "random")
     targets = runs[0].targets
     table = read_task_table(table_path, "sequence_regression")
-    table = table[table.split != "train"]
-    data = task_data(table, read_sequences(sequences_path), "sequence_regression", targets)
-    batcher = Batcher(backbone.alphabet, "cpu", 1022)
+    rows = (table[table.split != "train"], read_sequences(sequences_path))
     # The runs were trained on 1 thread: fused attention's CPU kernel sums in an order that
     # depends on the thread count, so exact equality needs the same count.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        check_endpoints(runs, adapters, heads, backbone, targets, data, batcher, folder)
+        check_endpoints(runs, adapters, heads, backbone, targets, rows, folder)
     finally:
         torch.set_num_threads(threads)
 
 
-def check_endpoints(runs, adapters, heads, backbone, targets, data, batcher, folder):
+def check_endpoints(runs, adapters, heads, backbone, targets, rows, folder):
     for path in ("product", "factors"):
         for alpha, seed in ((0.0, 0), (1.0, 1)):
             model = path_model(runs, adapters, heads, backbone, path, alpha)
-            scores = targets.scores(predict(model, data, batcher, 16))[:, 0].astype(np.float32)
+            scores = scores_as_saved(model, targets, *rows)[:, 0]
             saved = pd.read_csv(folder / f"seed{seed}" / "predictions.tsv", sep="\t")
             assert np.array_equal(scores, saved.prediction.to_numpy(np.float32)), (path, alpha)
 

@@ -162,9 +162,12 @@ def test_other_adapters_and_truncation(lora_runs, tmp_path):
     halved = ["prune", "--adapter", adapter, "--scheme", "lowest_norm", "--amount", 0.5]
     assert main([*map(str, halved), "--output", str(tmp_path / "halved")]) == 0
     assert not np.allclose(predicted("halved", "--adapter", tmp_path / "halved"), own)
-    for name, sources in (("self", [adapter, adapter]), ("seeds", [adapter, seed1 / "adapter"])):
-        merge = ["merge-adapters", "--adapters", *sources, "--scheme", "1:1"]
+    merges = {"self": ([adapter, adapter], "1:1"), "seeds": ([adapter, seed1 / "adapter"], "1:1")}
+    merges["first"] = ([adapter, seed1 / "adapter"], "1:0")  # the first adapter, as it was
+    for name, (sources, scheme) in merges.items():
+        merge = ["merge-adapters", "--adapters", *sources, "--scheme", scheme]
         assert main([*map(str, merge), "--output", str(tmp_path / name)]) == 0
+    assert np.array_equal(predicted("first", "--adapter", tmp_path / "first"), own)
     assert np.allclose(predicted("self", "--adapter", tmp_path / "self"), own, atol=1e-5)
     assert not np.allclose(predicted("seeds", "--adapter", tmp_path / "seeds"), own, atol=1e-4)
     # Longer than the run's max_residues (40): truncated, as in its evaluation

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import small_regression_task, train_runs
+from conftest import scores_as_saved, small_regression_task, train_runs
 from peft import PeftModel
 
 from copra.adapter_algebra import delta_weights, load_adapter, with_adapter
@@ -22,7 +22,6 @@ from copra.pruning import (
 )
 from copra.settings import ModelSettings, PruningSettings
 from copra.tables import read_sequences, read_task_table
-from copra.task_data import Batcher, predict, task_data
 from copra.trained_run import TrainedRun
 
 MODEL = ModelSettings("esm2_t6_8M_UR50D", "random")
@@ -48,12 +47,7 @@ def test_amount_zero_reproduces_the_unpruned_predictions_exactly(trained):
     adapter = load_adapter(run.adapter_folder)
     backbone = load_backbone("esm2_t6_8M_UR50D", "random")
     table = read_task_table(table_path, "sequence_regression")
-    data = task_data(
-        table[table.split != "train"],
-        read_sequences(sequences_path),
-        "sequence_regression",
-        run.targets,
-    )
+    rows = (table[table.split != "train"], read_sequences(sequences_path))
     saved = pd.read_csv(run_dir / "predictions.tsv", sep="\t").prediction.to_numpy(np.float32)
     settings = PruningSettings(schemes=["every_other", "magnitude_dw", "magnitude_ab"])
     zero = [(s, a) for s, amount, a in pruned_adapters(adapter, settings) if amount == 0]
@@ -66,10 +60,8 @@ def test_amount_zero_reproduces_the_unpruned_predictions_exactly(trained):
         for scheme, variant in zero:
             network = with_adapter(load_backbone("esm2_t6_8M_UR50D", "random").model, variant)
             model = run.model(network, backbone)
-            scores = run.targets.scores(
-                predict(model, data, Batcher(backbone.alphabet, "cpu", 1022), 16)
-            )
-            assert np.array_equal(scores[:, 0].astype(np.float32), saved), scheme
+            scores = scores_as_saved(model, run.targets, *rows)
+            assert np.array_equal(scores[:, 0], saved), scheme
     finally:
         torch.set_num_threads(threads)
 
