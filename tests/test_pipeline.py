@@ -113,9 +113,9 @@ def test_report_is_written_as_html_and_zip(demo_run):
         names = archive.namelist()
         assert "report/report.html" in names, names[:20]
         figures = [name for name in names if name.endswith(".png")]
-        # every figure of the report (23 in the demo) as a file of the archive
+        # every figure of the report (25 in the demo) as a file of the archive
         assert any(name.endswith("/pruning.png") for name in figures), figures
-        assert len(figures) == 23, figures
+        assert len(figures) == 25, figures
         for name in figures:
             assert archive.read(name).startswith(b"\x89PNG"), name
 
@@ -195,7 +195,8 @@ def test_demo_measures_shapley_values_and_pruning(demo_run):
 
 def test_demo_predicts_new_proteins_and_screens_pairs(demo_run):
     """Ensembles of three seeds score new proteins (the one seen in training is marked); every
-    pair of the interaction task's partners is screened and the best 50 kept."""
+    pair of the interaction task's partners is screened and the best 50 kept; new complexes
+    get the mean of the folds."""
     folder = demo_run / "results" / "predictions"
     columns = ["score:cytoplasm", "score:membrane", "score:secreted"]
     for method in ("head", "lora"):
@@ -210,5 +211,8 @@ def test_demo_predicts_new_proteins_and_screens_pairs(demo_run):
         assert len(screen) == 50 and screen.score.is_monotonic_decreasing
         histogram = pd.read_csv(folder / "partner_screen" / f"{method}.histogram.tsv", sep="\t")
         assert histogram.pairs.sum() == 60 * 59 // 2
-        for job in ("new_proteins", "partner_screen"):
+        complexes = pd.read_csv(folder / "new_complexes" / f"{method}.tsv", sep="\t")
+        assert len(complexes) == 4 and not complexes.in_training.any()
+        assert complexes.prediction.notna().all() and complexes.held_out_fold.isna().all()
+        for job in ("new_proteins", "partner_screen", "new_complexes"):
             check_figure(folder / job / f"{method}.png")
