@@ -47,6 +47,9 @@ GPU_RULES = {
     "federate",
     "shapley",
     "pruning",
+    "predict",
+    "screen",
+    "screen_all_scores",
 }
 # What every run on the CI cluster needs: it has no accounting database, so no sacct and no
 # accounts (plugin 2.8.0 declares --slurm-no-account but never reads it: its account guess fails
@@ -260,7 +263,8 @@ def test_gpu_rules_declare_a_gpu_without_any_profile(tmp_path):
     assert resources and {rule for rule, planned in resources.items() if "gpu=1" in planned} == (
         GPU_RULES & set(resources)
     )
-    assert GPU_RULES - set(resources) == {"embed_shard"}  # only with embedding.shards > 1
+    # only with embedding.shards > 1, and with a screen's predict.all_scores
+    assert GPU_RULES - set(resources) == {"embed_shard", "screen_all_scores"}
 
 
 def test_profile_submits_embed_with_a_gpu(slurm_run, tmp_path):
