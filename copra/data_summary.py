@@ -15,7 +15,12 @@ import pandas as pd  # noqa: E402
 from copra.atomic import write_table  # noqa: E402
 from copra.plots import _save  # noqa: E402
 from copra.settings import TaskSettings  # noqa: E402
-from copra.tables import COMPLEX_KIND, PAIR_KIND, read_sequences, read_task_table  # noqa: E402
+from copra.tables import (  # noqa: E402
+    COMPLEX_KIND,
+    hash_columns,
+    read_sequences,
+    read_task_table,
+)
 
 log = logging.getLogger(__name__)
 COLUMNS = ["task", "section", "split", "name", "value"]
@@ -26,10 +31,6 @@ def _groups(table: pd.DataFrame) -> pd.Series:
     if (table.split == "cv").all():
         return "fold " + table.fold.astype(str)
     return table.split
-
-
-def _hash_columns(kind: str) -> list[str]:
-    return ["hash_a", "hash_b"] if kind == PAIR_KIND else ["seq_hash"]
 
 
 def summarize(
@@ -55,7 +56,7 @@ def summarize(
                 labels = labels.str.split(separator).explode()
             rows += [("class", split, str(c), int(n)) for c, n in labels.value_counts().items()]
         if lengths:
-            hashes = pd.concat([part[c] for c in _hash_columns(kind)])
+            hashes = pd.concat([part[c] for c in hash_columns(kind)])
             described = hashes.map(lengths).describe()
             rows += [
                 ("length", split, stat, float(described[stat]))
@@ -68,7 +69,7 @@ def cross_split_duplicates(table: pd.DataFrame, kind: str) -> list[tuple]:
     """Rows of valid/test whose sequence (a pair: the same two sequences) occurs in training."""
     if kind == COMPLEX_KIND or (table.split == "cv").all():
         return []
-    keys = table[_hash_columns(kind)].apply(frozenset, axis=1)
+    keys = table[hash_columns(kind)].apply(frozenset, axis=1)
     train = set(keys[table.split == "train"])
     return [
         (

@@ -7,7 +7,7 @@ The forward pass is `copra.fast_esm.representation` (fused attention, no LM head
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +203,13 @@ def cache_key(backbone: Backbone, settings: EmbeddingSettings) -> dict:
         precision=precision(pick_device(settings.device)),
     )
     return key
+
+
+def recorded_settings(key: dict, configured: EmbeddingSettings) -> EmbeddingSettings:
+    """The settings vectors with cache key `key` were made with (the inverse of `cache_key`);
+    batch size, device and cache as `configured`."""
+    made = {f.name: key[f.name] for f in fields(EmbeddingSettings) if f.name in key}
+    return replace(configured, **made)
 
 
 class ShardWriter:

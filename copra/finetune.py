@@ -28,7 +28,7 @@ from copra.metrics import loss_and_primary_metric
 from copra.protein_model import ProteinModel, checkpoint_blocks
 from copra.provenance import file_sha256, write_manifest
 from copra.settings import FinetuneSettings, HeadArchitecture, ModelSettings, TaskSettings
-from copra.tables import PAIR_KIND, read_sequences, read_task_table, write_predictions
+from copra.tables import read_sequences, read_task_table, write_predictions
 from copra.targets import Targets
 from copra.task_data import Batcher, TaskData, predict, task_data
 
@@ -257,7 +257,7 @@ def run_finetune(
     trainer.resume(checkpoint)
     trainer.fit(data["train"], data["valid"], checkpoint)
     evaluated = table[table.split.isin(["valid", "test"])]  # training rows: no forward pass
-    scores = score_table(*trainer.inference(), evaluated, sequences, kind == PAIR_KIND)
+    scores = score_table(*trainer.inference(), evaluated, sequences, kind)
     trainer.method.save(model.backbone, out_dir)
     save_head(model, out_dir)
     write_text(out_dir / "targets.json", targets.to_json())

@@ -24,7 +24,7 @@ from copra.methods.head import Head, HeadSettings
 from copra.metrics import loss_and_primary_metric
 from copra.provenance import write_manifest
 from copra.settings import TaskSettings
-from copra.tables import PAIR_KIND, read_task_table, write_predictions
+from copra.tables import PAIR_KIND, hash_columns, read_task_table, write_predictions
 from copra.targets import Targets
 from copra.task_head import TaskHead, combine_pair, combined_dim
 
@@ -138,9 +138,7 @@ def run_head_baseline(
     model, history = fit_head(
         x["train"], y["train"], x["valid"], y["valid"], targets, settings, seed
     )
-    keys = [
-        table[c].tolist() for c in (["hash_a", "hash_b"] if kind == PAIR_KIND else ["seq_hash"])
-    ]
+    keys = [table[c].tolist() for c in hash_columns(kind)]
     scores = HeadScorer(model, targets, how if kind == PAIR_KIND else None).rows(vectors, *keys)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "head.safetensors") as tmp:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from copra.device import autocast
 from copra.embed import Chunk, token_batches
+from copra.tables import hash_columns
 from copra.targets import Targets
 from copra.task_data import crop
 from copra.task_head import combine_pair
@@ -120,9 +121,9 @@ class NetworkEncoder:
         return out
 
 
-def score_table(encoder, scorer: HeadScorer, table, sequences: dict[str, str], pair: bool):
+def score_table(encoder, scorer: HeadScorer, table, sequences: dict[str, str], kind: str):
     """Scores of an ingested table's rows (hash columns), each unique sequence encoded once."""
-    columns = ["hash_a", "hash_b"] if pair else ["seq_hash"]
+    columns = hash_columns(kind)
     needed = {key: sequences[key] for column in columns for key in table[column]}
     vectors = encoder(needed)
     return scorer.rows(vectors, *(table[column].tolist() for column in columns))

@@ -10,7 +10,7 @@ row; a manifest beside it names the runs and their checksums.
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,13 @@ import pandas as pd
 
 from copra.atomic import write_table
 from copra.device import pick_device, precision
+from copra.embed import embed_unique, recorded_settings
 from copra.errors import InputError
 from copra.prediction_inputs import InputFiles, Inputs
 from copra.provenance import file_sha256, write_manifest
 from copra.settings import EmbeddingSettings, ModelSettings, PredictSettings
 from copra.tables import COMPLEX_KIND, PAIR_KIND, read_task_table
-from copra.trained_run import TrainedRun
+from copra.trained_run import TrainedRun, shared_backbone
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +99,7 @@ class Backbones:
     adapter: Path | None = None
 
     def load(self, runs: list[TrainedRun]):
-        backbone = self.model.load()
-        for run in runs:
-            recorded = run.manifest.get("embedding") or run.manifest["backbone"]
-            expected = [recorded.get("model", recorded.get("name")), recorded["weights"]]
-            if expected != [backbone.name, backbone.weights_id]:
-                raise InputError(
-                    f"was trained on {expected[0]} ({expected[1]}), not on the configured "
-                    f"{backbone.name} ({backbone.weights_id}): set model: as the run had it",
-                    path=run.folder,
-                )
-        return backbone
+        return shared_backbone(runs, self.model)
 
 
 def run_model(run: TrainedRun, backbone, backbones: Backbones):
@@ -162,11 +153,9 @@ def standardized_head(run: TrainedRun):
 def cached_encoder(run: TrainedRun, backbone, configured: EmbeddingSettings):
     """The frozen backbone's pooled vectors as the run's embedding had them (its layer, pooling,
     truncation or windows), through the cache; batch size, device and cache as configured."""
-    from copra.embed import embed_unique
 
     recorded = run.manifest["embedding"]
-    made = {f.name: recorded[f.name] for f in fields(EmbeddingSettings) if f.name in recorded}
-    settings = replace(configured, **made)
+    settings = recorded_settings(recorded, configured)
     here = precision(pick_device(settings.device))
     if recorded.get("precision") not in (None, here):
         log.warning(

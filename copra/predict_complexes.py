@@ -8,7 +8,6 @@ the folds. Each complex goes through a model alone, as cross-validation scored i
 
 import json
 import logging
-from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +101,10 @@ def complex_keys(table: pd.DataFrame, chains: pd.DataFrame) -> list[tuple]:
 
 def cached_residues(run, backbone, configured: EmbeddingSettings, chains: pd.DataFrame):
     """Per-residue embeddings of the complexes' protein chains as the run had them (cache)."""
-    from copra.embed import embed_unique
+    from copra.embed import embed_unique, recorded_settings
 
     recorded = run.manifest["backbone"]
-    made = {f.name: recorded[f.name] for f in fields(EmbeddingSettings) if f.name in recorded}
-    settings = replace(configured, **made)
+    settings = recorded_settings(recorded, configured)
     proteins = chains[chains.kind == "protein"]
     sequences = dict(zip(proteins.seq_hash, proteins.sequence, strict=False))
     vectors = embed_unique(backbone, sequences, settings, {k: k for k in sequences})

@@ -10,7 +10,7 @@ import pandas as pd
 from copra.errors import InputError
 from copra.ingest import SequenceResolver, read_label_table
 from copra.sequences import read_fasta, sequence_hash
-from copra.tables import COMPLEX_KIND, PAIR_KIND
+from copra.tables import COMPLEX_KIND, PAIR_KIND, hash_columns
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Inputs:
 
     @property
     def keys(self) -> list[list[str]]:
-        columns = ["hash_a", "hash_b"] if self.pair else ["seq_hash"]
+        columns = hash_columns(PAIR_KIND if self.pair else None)
         return [self.rows[column].tolist() for column in columns]
 
 

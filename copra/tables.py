@@ -28,6 +28,11 @@ def key_columns(kind: str) -> list[str]:
     return ["id_a", "id_b"] if kind == PAIR_KIND else ["id"]
 
 
+def hash_columns(kind: str | None) -> list[str]:
+    """The columns naming a row's sequences by hash (two for pairs)."""
+    return ["hash_a", "hash_b"] if kind == PAIR_KIND else ["seq_hash"]
+
+
 def write_predictions(path, table: pd.DataFrame, kind: str, targets: Targets, scores: np.ndarray):
     """predictions.tsv: the row's ids, split and label, then one column per score."""
     out = table[[*key_columns(kind), "split", "label"]].copy()

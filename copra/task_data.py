@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from copra.device import autocast
-from copra.tables import PAIR_KIND, read_sequences, read_task_table
+from copra.tables import hash_columns, read_sequences, read_task_table
 from copra.targets import Targets
 
 
@@ -25,9 +25,9 @@ class TaskData:
 
 
 def task_data(table: pd.DataFrame, sequences: dict[str, str], kind: str, targets: Targets):
-    columns = ["hash_a", "hash_b"] if kind == PAIR_KIND else ["seq_hash"]
     rows = [
-        tuple(sequences[h] for h in hashes) for hashes in table[columns].itertuples(index=False)
+        tuple(sequences[h] for h in hashes)
+        for hashes in table[hash_columns(kind)].itertuples(index=False)
     ]
     return TaskData(rows, targets.encode(table["label"]))
 

@@ -59,10 +59,12 @@ class TrainedRun:
         return methods.get(self.manifest["method"]).from_manifest(self.manifest)
 
     def check_backbone(self, backbone) -> None:
-        expected = self.manifest["backbone"]
-        if [expected["name"], expected["weights"]] != [backbone.name, backbone.weights_id]:
+        """Refuse another backbone than the run's (head runs: that of their embeddings)."""
+        recorded = self.manifest.get("embedding") or self.manifest["backbone"]
+        name = recorded.get("name", recorded.get("model"))
+        if [name, recorded["weights"]] != [backbone.name, backbone.weights_id]:
             raise InputError(
-                f"was trained on {expected['name']} ({expected['weights']}), not on "
+                f"was trained on {name} ({recorded['weights']}), not on "
                 f"{backbone.name} ({backbone.weights_id})",
                 path=self.folder,
             )

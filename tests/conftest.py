@@ -98,10 +98,12 @@ def rows_as_inputs(table_path, sequences_path, kind, folder: Path, splits=("vali
 def scores_as_saved(model, targets, table, sequences):
     """A task model's scores of table rows, computed as a run writes its predictions.tsv."""
     from copra.inference import HeadScorer, NetworkEncoder, score_table
+    from copra.tables import PAIR_KIND
 
     encoder = NetworkEncoder(model, 1022, "cpu", 1)
     scorer = HeadScorer(model.head, targets, model.pair_combination)
-    return score_table(encoder, scorer, table, sequences, "hash_a" in table)
+    kind = PAIR_KIND if "hash_a" in table else None
+    return score_table(encoder, scorer, table, sequences, kind)
 
 
 def check_predicted_like_saved(predicted_path, run_folder, kind) -> None:

@@ -48,6 +48,7 @@ def head_runs(tmp_path_factory):
             head = ["train-head", "--kind", kind, "--table", table, "--embeddings", embeddings]
             assert main([*map(str, head), "--seed", str(seed), "--output-dir", str(out)]) == 0
         runs[name] = {"kind": kind, "table": table, "sequences": sequences, "runs": folders}
+        runs[name]["embeddings"] = embeddings
     torch.set_num_threads(threads)
     runs["cache"], runs["fasta"] = ["--cache-dir", folder / "cache"], demo / "partners.fasta"
     return runs
@@ -127,6 +128,35 @@ def test_screen_scores_every_pair_like_the_pair_table(head_runs, tmp_path):
     flagged = {frozenset(p) for p in explicit[explicit.in_training][["id_a", "id_b"]].values}
     assert flagged == {p for p in training if len(p) == 2} and flagged
     check_figure(tmp_path / "s.png")
+
+
+def test_screen_of_another_pair_combination_keeps_pairs_above_a_score(head_runs, tmp_path):
+    """product_difference (no per-protein first layer): the screen still equals the explicit
+    pair table, and keeps the top pairs and every pair at or above min_score."""
+    task, fasta, cache = head_runs["interaction"], head_runs["fasta"], head_runs["cache"]
+    run = tmp_path / "product"
+    head = ["train-head", "--kind", "pair_classification", "--table", task["table"]]
+    head += ["--embeddings", task["embeddings"], "--seed", 0, "--output-dir", run]
+    assert main([*map(str, head), "--pair-combination", "product_difference"]) == 0
+    ids = [record.id for record in read_fasta(fasta)]
+    pairs = tmp_path / "pairs.tsv"
+    pd.DataFrame(list(itertools.combinations(ids, 2)), columns=["id_a", "id_b"]).to_csv(
+        pairs, sep="\t", index=False
+    )
+    explicit, screen = tmp_path / "explicit.tsv", tmp_path / "screen.tsv"
+    words = ["--run", run, "--sequences", fasta, *cache]
+    assert predict("predict", *words, "--pairs", pairs, "--output", explicit) == 0
+    explicit = pd.read_csv(explicit, sep="\t")
+    distinct = np.sort(explicit.score.unique())[::-1]
+    threshold = float(distinct[15] + distinct[16]) / 2  # between two scores, not on one
+    kept = ["--top", 3, "--min-score", threshold, "--block-pairs", 11]
+    assert predict("screen", *words, *kept, "--output", screen) == 0
+    screen = pd.read_csv(screen, sep="\t")
+    ranked = explicit.assign(order=range(len(explicit)))
+    ranked = ranked.sort_values(["score", "order"], ascending=[False, True])
+    expected = ranked[(ranked.score >= threshold) | (np.arange(len(ranked)) < 3)]
+    assert screen[["id_a", "id_b"]].values.tolist() == expected[["id_a", "id_b"]].values.tolist()
+    assert (screen.score.to_numpy() == expected.score.to_numpy()).all()
 
 
 @pytest.fixture(scope="module")
