@@ -36,6 +36,7 @@ include: "workflow/rules/merging.smk"
 include: "workflow/rules/federated.smk"
 include: "workflow/rules/shapley.smk"
 include: "workflow/rules/pruning.smk"
+include: "workflow/rules/rank_allocation.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/predict.smk"
 

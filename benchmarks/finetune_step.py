@@ -1,13 +1,18 @@
-"""Step time and peak memory of LoRA, CopRA and full fine-tuning on the same batches.
+"""Step time and peak memory of LoRA, CopRA, AdaLoRA, Lingo and full fine-tuning on the same
+batches.
 
 Every method trains the same seeded batches of random protein sequences (binary labels)
 through copra's own pieces: a method's `build` on the real ESM-2 architecture with seeded random
 weights, and the optimizer, schedule, layer dropper and batcher of a `Trainer`. One step is what
 `Trainer.train_epoch` does per batch (gradient accumulation 1): CopRA draws its active blocks,
-then forward, loss, backward, gradient clipping, optimizer and scheduler step. Tokenization
-happens before the clock starts. CopRA's activation probability is the one at `--progress` of its
-schedule (default: half-way), as in the middle of a training run. A method named with `+ckpt`
-(`--activation-checkpointing` adds `lora+ckpt`) trains with `finetune.activation_checkpointing`.
+then forward, loss (with the method's own term: AdaLoRA's orthogonality loss), backward, gradient
+clipping, optimizer step, the method's after-step hook (AdaLoRA and Lingo: peft's
+`update_and_allocate`) and scheduler step. Tokenization happens before the clock starts. CopRA's
+activation probability is the one at `--progress` of its schedule (default: half-way), as in the
+middle of a training run; AdaLoRA and Lingo allocate at that step of their schedule, where the
+budget falls and every timed step is a mask event (their costliest kind of step). A method
+named with `+ckpt` (`--activation-checkpointing` adds `lora+ckpt`) trains with
+`finetune.activation_checkpointing`.
 
 Step time: one child process builds all three models and runs their steps round-robin (the order
 rotating each round), so a machine whose load changes during the run slows every method alike;
@@ -18,7 +23,7 @@ alone: on CUDA `torch.cuda.max_memory_allocated`, on the CPU the child's peak re
 (`ru_maxrss`), also given above the child's RSS just before its model was built.
 
     .venv/bin/python benchmarks/finetune_step.py [--model esm2_t6_8M_UR50D] [--output out.tsv]
-        [--activation-checkpointing] [--methods lora lora+ckpt copra copra+ckpt full]
+        [--activation-checkpointing] [--methods lora lora+ckpt copra adalora lingo full]
 """
 
 import argparse
@@ -33,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = ("lora", "copra", "full")
+METHODS = ("lora", "copra", "adalora", "lingo", "full")
 CHECKPOINTED = "+ckpt"  # a method with `finetune.activation_checkpointing` on, e.g. lora+ckpt
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 KIND = "sequence_classification"
@@ -82,7 +87,7 @@ def task(args):
 
 def build_trainer(method: str, model_name: str, targets, settings, seed: int, steps: int):
     """A `Trainer` of `method` on the real architecture with seeded random weights, the `lora:`,
-    `head:` and `layer_drop:` defaults; (trainer, number of transformer blocks)."""
+    `adalora:`, `lingo:`, `head:` and `layer_drop:` defaults; (trainer, number of blocks)."""
     import torch
 
     from copra import methods
@@ -148,9 +153,11 @@ class Method:
         with autocast(self.device):
             outputs = self.model(*tokens)
         loss = trainer.targets.loss(outputs.float(), y)
-        loss.backward()
+        extra = trainer.method.extra_loss()
+        (loss if extra is None else loss + extra).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
         trainer.optimizer.step()
+        trainer.method.after_step(self.draw_step)
         trainer.scheduler.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
@@ -267,9 +274,11 @@ def table_rows(timing: dict, memory: dict) -> list[dict]:
 
 
 def comparisons(rows: list[dict]) -> list[str]:
-    """Each variant against its base method: lora+ckpt vs lora, copra vs lora."""
+    """Each variant against its base method: lora+ckpt vs lora, copra, adalora and lingo vs
+    lora (at lora.rank 8 = adalora.init_r by default)."""
     by_name = {row["method"]: row for row in rows}
-    pairs = [(f"{m}{CHECKPOINTED}", m) for m in METHODS] + [("copra", "lora")]
+    pairs = [(f"{m}{CHECKPOINTED}", m) for m in METHODS]
+    pairs += [("copra", "lora"), ("adalora", "lora"), ("lingo", "lora")]
     pairs += [(f"copra{CHECKPOINTED}", f"lora{CHECKPOINTED}")]
     lines = []
     for name, base in pairs:
@@ -293,7 +302,8 @@ def format_table(rows: list[dict]) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Step time and peak memory of lora, copra and full fine-tuning, "
+        description="Step time and peak memory of lora, copra, adalora, lingo and full "
+        "fine-tuning, "
         "as ratios to full fine-tuning."
     )
     parser.add_argument("--model", default="esm2_t6_8M_UR50D", help="ESM-2 architecture")
@@ -314,7 +324,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--methods",
         nargs="+",
         default=list(METHODS),
-        help="methods to compare (full among them): lora, copra, full, each also with "
+        help="methods to compare (full among them): lora, copra, adalora, lingo, full, each with "
         f"{CHECKPOINTED} (finetune.activation_checkpointing on), e.g. lora{CHECKPOINTED}",
     )
     parser.add_argument(

@@ -460,6 +460,14 @@ def _parsers(sub) -> None:
             _required(p, "--figure")
         p.add_argument("inputs", nargs="+")
 
+    gather_ranks = _call(
+        "copra.rank_allocation:gather_rank_allocation", "inputs", "output", "figure"
+    )
+    help = "one table of adaptive-rank runs' rank allocations and the final-rank figure"
+    p = add("gather-rank-allocation", gather_ranks, help, config=False)
+    _required(p, "--output", "--figure")
+    p.add_argument("inputs", nargs="+", help="results/<task>/<method>/seed<k>/rank_allocation.tsv")
+
     gather_lmc = _call("copra.lmc:gather_lmc", "inputs", "output", "barriers", "figure")
     p = add("gather-lmc", gather_lmc, "one LMC table, its barriers and the figure", config=False)
     _required(p, "--output", "--barriers", "--figure")

@@ -141,10 +141,28 @@ def exit_on_input_error(check, *args):
         sys.exit(2)
 
 
+def check_analysis_methods(tree: dict, path=None) -> None:
+    """Refuse a registered method an analysis cannot take, saying why (before the schema's
+    enum would only list the allowed names)."""
+    from copra import methods
+
+    for section in methods.ANALYSES:
+        chosen = tree.get(section)
+        for name in chosen.get("methods") or [] if isinstance(chosen, dict) else []:
+            if name in methods.names():
+                try:
+                    methods.require(name, section)
+                except InputError as error:
+                    raise InputError(
+                        f"config key '{section}.methods': {error}", path=path
+                    ) from None
+
+
 def validate_sections(tree: dict, path) -> None:
     """Check each section of a (partial) config against its part of the schema."""
     import jsonschema
 
+    check_analysis_methods(tree, path)
     for key, value in tree.items():
         node = schema()["properties"].get(key)
         if node is None:

@@ -119,7 +119,8 @@ class Trainer:
             with autocast(self.device):
                 outputs = self.model(*self.batcher.tokens(data, rows, self.generator))
             loss = self.targets.loss(outputs.float(), data.targets[rows].to(self.device))
-            (loss * weight).backward()
+            extra = self.method.extra_loss()
+            ((loss if extra is None else loss + extra) * weight).backward()
             self.method.after_backward(self.step)
             total += loss.item() * len(rows)
             if i + 1 == group_start + len(group):
@@ -154,7 +155,8 @@ class Trainer:
             self.epoch += 1
             valid_loss, value = self.validate(valid)
             self.history.append((self.epoch, self.step, train_loss, valid_loss, value))
-            if self.stopping.update(value, valid_loss):
+            settled = self.method.settled(self.step)
+            if settled and self.stopping.update(value, valid_loss):
                 self.best_state = self.trainable_state()
             log.info(
                 "epoch %d: train loss %.4f, valid loss %.4f, valid %s %.4f",
@@ -167,6 +169,7 @@ class Trainer:
             self.save(checkpoint)
         best = check_converged(self.best_state, "finetune.learning_rate (full_learning_rate)")
         self.model.load_state_dict(best, strict=False)
+        self.method.finalize(self.model)
 
     def save(self, path: Path) -> None:
         state = {

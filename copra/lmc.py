@@ -1,8 +1,10 @@
 """Linear mode connectivity of two adapters of one task and method (different seeds).
 
 Two paths: `product` interpolates dW = s B A exactly, `factors` interpolates A and B separately
-(cross terms). Heads are interpolated linearly on both. Loss and the task metric at every alpha,
-and the barrier: the largest rise above the straight line between the endpoints.
+(cross terms; only for methods of one fixed rank: adaptive-rank runs keep different triplets, so
+theirs have the product path alone). Heads are interpolated linearly on both. Loss and the task
+metric at every alpha, and the barrier: the largest rise above the straight line between the
+endpoints.
 """
 
 import copy
@@ -12,6 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from copra import methods
 from copra.adapter_algebra import (
     interpolate_factors,
     load_adapter,
@@ -27,6 +30,11 @@ from copra.trained_run import Scorer, open_runs, shared_backbone
 log = logging.getLogger(__name__)
 COLUMNS = ["task", "method", "seed_a", "seed_b", "path", "alpha", "split", "metric", "value"]
 PATHS = ("product", "factors")
+
+
+def paths_of(method: str) -> tuple[str, ...]:
+    """The paths between two runs of `method`: the factor path needs one fixed rank."""
+    return PATHS if methods.get(method).fixed_rank else PATHS[:1]
 
 
 def path_adapter(adapters, path: str, alpha: float):
@@ -84,7 +92,7 @@ def run_lmc(
     seeds = [run.manifest["seed"] for run in runs]
     rows = []
     grid = np.linspace(0, 1, settings.alphas)
-    for path in PATHS:
+    for path in paths_of(method):
         for alpha in tqdm(grid, desc=f"{task} {method} {path}", mininterval=10):
             between = path_model(runs, adapters, heads, backbone, path, alpha, scorer.device)
             for split, scores in scorer.score(between).items():

@@ -22,10 +22,17 @@ def _linear(model: nn.Module, layer: int, target: str) -> nn.Linear:
 
 def check_lora_settings(settings: LoraSettings, model: nn.Module) -> None:
     """Refuse settings that peft would reject late or silently: before any training starts."""
+    check_adapter_settings(model, settings, settings.rank)
+
+
+def check_adapter_settings(model: nn.Module, settings, rank: int, section="lora", key="rank"):
+    """Target modules, layers and a rank (`section.key`) that fit the backbone, or a clear
+    error naming the keys."""
     unknown = [t for t in settings.target_modules if t not in TARGET_MODULES]
     if unknown or not settings.target_modules:
         raise InputError(
-            f"lora.target_modules {unknown or '[]'} not known; valid: {', '.join(TARGET_MODULES)}"
+            f"{section}.target_modules {unknown or '[]'} not known; "
+            f"valid: {', '.join(TARGET_MODULES)}"
         )
     num_layers = len(model.layers)
     layers = settings.layers_to_transform
@@ -33,15 +40,15 @@ def check_lora_settings(settings: LoraSettings, model: nn.Module) -> None:
         outside = [i for i in layers if not 0 <= i < num_layers]
         if outside or not layers:
             raise InputError(
-                f"lora.layers_to_transform {outside or '[]'} outside 0..{num_layers - 1} "
+                f"{section}.layers_to_transform {outside or '[]'} outside 0..{num_layers - 1} "
                 f"of this {num_layers}-layer backbone"
             )
     for target in settings.target_modules:
         linear = _linear(model, 0, target)
         largest = min(linear.in_features, linear.out_features)
-        if not 1 <= settings.rank <= largest:
+        if not 1 <= rank <= largest:
             raise InputError(
-                f"lora.rank {settings.rank} does not fit {target} ({linear.in_features} -> "
+                f"{section}.{key} {rank} does not fit {target} ({linear.in_features} -> "
                 f"{linear.out_features}); use a rank from 1 to {largest}"
             )
 

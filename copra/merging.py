@@ -20,6 +20,7 @@ from copra.adapter_algebra import (
     add_adapter,
     check_compatible,
     load_adapter,
+    rank_difference,
     save_adapter,
     weighted_delta_sum,
     with_adapter,
@@ -28,7 +29,7 @@ from copra.atomic import write_table
 from copra.device import pick_device
 from copra.errors import InputError
 from copra.provenance import write_manifest
-from copra.settings import MergeSettings, ModelSettings
+from copra.settings import SAME_RANK_COMBINATIONS, MergeSettings, ModelSettings
 from copra.trained_run import Scorer, TrainedRun, open_runs, shared_backbone
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ PEFT_COMBINATIONS = (
 )
 COMBINATIONS = ("exact", *PEFT_COMBINATIONS)
 EXACT_IN_DW = ("exact", "cat")
-SAME_RANK = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+SAME_RANK = SAME_RANK_COMBINATIONS
 SPLITS = ("valid", "test")
 COLUMNS = [
     "task",
@@ -109,11 +110,12 @@ def check_sources(runs: list[TrainedRun], adapters, combinations) -> None:
             )
     check_compatible(adapters)
     needs_rank = [c for c in combinations if c in SAME_RANK]
-    ranks = {a.config["r"] for a in adapters}
-    if needs_rank and len(ranks) > 1:
+    differ = [i for i, a in enumerate(adapters) if a.ranks() != adapters[0].ranks()]
+    if needs_rank and differ:
+        other = differ[0]
         raise InputError(
-            f"{' and '.join(names)} have ranks {sorted(ranks)}: {', '.join(needs_rank)} need "
-            "equal ranks; use exact, cat or the svd methods"
+            f"{names[0]} and {names[other]} {rank_difference(adapters[0], adapters[other])}: "
+            f"{', '.join(needs_rank)} need equal ranks; use exact, cat or the svd methods"
         )
 
 
@@ -326,5 +328,5 @@ def write_merged_adapter(adapter_dirs, output, *, scheme: str) -> Adapter:
             f"scheme {scheme} has {len(weights)} weights for {len(adapter_dirs)} adapters"
         )
     merged = weighted_delta_sum([load_adapter(folder) for folder in adapter_dirs], weights)
-    save_adapter(merged, adapter_dirs[0], output)
+    save_adapter(merged, output)
     return merged

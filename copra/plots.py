@@ -380,6 +380,44 @@ def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
     _save(fig, output)
 
 
+def plot_rank_allocation(final: pd.DataFrame, output) -> None:
+    """Rows: tasks; columns: adaptive-rank methods. The final rank of every module (mean over
+    seeds), layers across and module types down, with the kept and budgeted triplets."""
+    tasks, methods = sorted(final.task.unique()), _ordered(final.method.unique())
+    types = sorted(final.type.unique())
+    layers = sorted(final.layer.unique())
+    fig, axes = plt.subplots(
+        len(tasks),
+        len(methods),
+        figsize=(1.2 + 0.55 * len(layers) * len(methods), 0.9 + 0.5 * len(types) * len(tasks)),
+        squeeze=False,
+    )
+    top = final.groupby(["task", "method", "seed"]).kept.sum().groupby(["task", "method"]).mean()
+    budget = final.groupby(["task", "method", "seed"]).budget.first().groupby(["task", "method"])
+    for row, task in enumerate(tasks):
+        for column, method in enumerate(methods):
+            ax = axes[row][column]
+            part = final[(final.task == task) & (final.method == method)]
+            grid = part.pivot_table(index="type", columns="layer", values="kept", aggfunc="mean")
+            grid = grid.reindex(index=types, columns=layers)
+            ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0, aspect="auto")
+            for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.3g}", ha="center", va="center", color="w", fontsize=8)
+            ax.set_xticks(range(len(layers)), layers)
+            ax.set_yticks(range(len(types)), types)
+            ax.set_xlabel("layer")
+            if (task, method) in top.index:
+                seeds = part.seed.nunique()
+                kept, allowed = top[task, method], budget.mean()[task, method]
+                ax.set_title(
+                    f"{task}: {method}\nkept {kept:.4g} of budget {allowed:.4g} "
+                    f"({seeds} seed{'s' * (seeds > 1)})",
+                    fontsize=9,
+                )
+    _save(fig, output)
+
+
 def read_run_predictions(paths) -> pd.DataFrame:
     """predictions.tsv of results/<task>/<method>/seed<k>/, tagged by run."""
     frames = [

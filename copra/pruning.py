@@ -21,6 +21,7 @@ from copra.adapter_algebra import (
     delta_weights,
     load_adapter,
     save_adapter,
+    unit_scaled,
     with_adapter,
 )
 from copra.atomic import write_table
@@ -127,8 +128,7 @@ def magnitude(adapter: Adapter, scheme: str, sparsity: float) -> Adapter:
         a, b = root[:, None] * vh, u * root
         tensors[f"{module}.lora_A.weight"] = pad_rows(a, rank).float()
         tensors[f"{module}.lora_B.weight"] = pad_rows(b.T, rank).T.float()
-    config_ = {**adapter.config, "r": rank, "lora_alpha": rank, "use_rslora": False}
-    return Adapter(name, config_, tensors)
+    return Adapter(name, unit_scaled(adapter.config, dict.fromkeys(deltas, rank)), tensors)
 
 
 def pad_rows(matrix: torch.Tensor, rows: int) -> torch.Tensor:
@@ -235,5 +235,5 @@ def prune_adapter(
         pruned = magnitude(adapter, scheme, amount)
     else:
         raise InputError(f"pruning scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
-    save_adapter(pruned, adapter_dir, output)
+    save_adapter(pruned, output)
     return pruned

@@ -277,6 +277,10 @@ class LmcSettings:
     alphas: int
 
 
+# peft's add_weighted_adapter combinations that need every source of one rank per module
+SAME_RANK_COMBINATIONS = ("linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+
+
 @settings("merging")
 class MergeSettings:
     schemes: list[str]
@@ -286,6 +290,13 @@ class MergeSettings:
     majority_sign_method: str
     svd_rank: int | None
     seed: int
+
+
+def rank_free(merging: dict) -> dict:
+    """A `merging:` section for adaptive-rank adapters: without the combinations that need
+    equal ranks (every module of theirs has the rank its budget gave it)."""
+    chosen = merging.get("combinations", config.default("merging.combinations"))
+    return {**merging, "combinations": [c for c in chosen if c not in SAME_RANK_COMBINATIONS]}
 
 
 @settings("federated")

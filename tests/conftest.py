@@ -126,6 +126,32 @@ def check_predicted_like_saved(predicted_path, run_folder, kind) -> None:
         assert (merged[column + "_x"] == merged[f"{column}@seed{seed}"]).all(), column
 
 
+# `python -c KILLED_MID_EPOCH MARKER <copra arguments>`: a fine-tuning job that writes MARKER and
+# waits (to be killed) in the middle of epoch 2, after its first checkpoint.
+KILLED_MID_EPOCH = "\n".join(
+    [
+        "import pathlib, runpy, sys, time",
+        "from copra import finetune, task_data",
+        "marker = pathlib.Path(sys.argv.pop(1))",
+        "saved, batches = [], []",
+        "save, tokens = finetune.Trainer.save, task_data.Batcher.tokens",
+        "def save_and_note(self, path):",
+        "    save(self, path)",
+        "    saved.append(path)",
+        "def tokens_or_wait(self, data, rows, generator=None):",
+        "    if saved and generator is not None:  # a training batch after the first checkpoint",
+        "        batches.append(rows)",
+        "        if len(batches) == 2:  # epoch 2's first batch went backward: wait to be killed",
+        "            marker.write_text('mid-epoch 2')",
+        "            time.sleep(3600)",
+        "    return tokens(self, data, rows, generator)",
+        "finetune.Trainer.save = save_and_note",
+        "task_data.Batcher.tokens = tokens_or_wait",
+        "runpy.run_module('copra', run_name='__main__')",
+    ]
+)
+
+
 def kill_when_marked(process, marker: Path) -> None:
     """SIGKILL `process` once it has written `marker` (where it then waits to be killed)."""
     import signal

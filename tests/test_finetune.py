@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import check_predicted_like_saved, finetune_argv, kill_when_marked, rows_as_inputs
+from conftest import (
+    KILLED_MID_EPOCH,
+    check_predicted_like_saved,
+    finetune_argv,
+    kill_when_marked,
+    rows_as_inputs,
+)
 
 from copra import methods, protein_model
 from copra.backbone import load_backbone
@@ -109,30 +115,6 @@ def test_same_seed_same_metrics(tasks, tmp_path):
     pd.testing.assert_frame_equal(*logs)
     predictions = [(tmp_path / run / "predictions.tsv").read_text() for run in ("a", "b")]
     assert predictions[0] == predictions[1]
-
-
-KILLED_MID_EPOCH = "\n".join(
-    [
-        "import pathlib, runpy, sys, time",
-        "from copra import finetune, task_data",
-        "marker = pathlib.Path(sys.argv.pop(1))",
-        "saved, batches = [], []",
-        "save, tokens = finetune.Trainer.save, task_data.Batcher.tokens",
-        "def save_and_note(self, path):",
-        "    save(self, path)",
-        "    saved.append(path)",
-        "def tokens_or_wait(self, data, rows, generator=None):",
-        "    if saved and generator is not None:  # a training batch after the first checkpoint",
-        "        batches.append(rows)",
-        "        if len(batches) == 2:  # epoch 2's first batch went backward: wait to be killed",
-        "            marker.write_text('mid-epoch 2')",
-        "            time.sleep(3600)",
-        "    return tokens(self, data, rows, generator)",
-        "finetune.Trainer.save = save_and_note",
-        "task_data.Batcher.tokens = tokens_or_wait",
-        "runpy.run_module('copra', run_name='__main__')",
-    ]
-)
 
 
 def test_killed_job_resumes_to_the_same_result(tasks, tmp_path, caplog):

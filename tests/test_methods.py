@@ -46,7 +46,8 @@ def test_the_registry_imports_neither_torch_nor_peft():
 @pytest.mark.parametrize(
     ("name", "analysis", "message"),
     [
-        ("full", "lmc", "linear mode connectivity needs a peft adapter and one fixed rank"),
+        ("full", "lmc", "linear mode connectivity needs a peft adapter; method full"),
+        ("lingo", "federated", "federated training needs one fixed rank for every module"),
         ("head", "shapley", "Shapley values needs a peft adapter; method head has none"),
     ],
 )

@@ -25,8 +25,9 @@ def test_demo_metrics_cover_every_task(demo_run):
     tasks = {"localization", "membrane", "stability", "interaction"}
     assert set(metrics.task) == tasks | {"rna_affinity"}
     assert set(metrics.split) == {"valid", "test", "ddg"}
-    assert set(metrics.method) == {"head", "lora", "copra", "full"}
-    assert len(metrics.groupby(["task", "method"])) == 16 + 3  # complex tasks: no full
+    assert set(metrics.method) == {"head", "lora", "copra", "adalora", "lingo", "full"}
+    # adalora and lingo on two tasks (their own `methods:`); complex tasks: no full
+    assert len(metrics.groupby(["task", "method"])) == 16 + 4 + 3
     regression = metrics[metrics.task == "stability"]
     assert set(regression.metric) == {"spearman", "pearson", "rmse", "mae"}
     classification = metrics[metrics.task == "interaction"]
@@ -61,8 +62,13 @@ def test_demo_complex_task(demo_run):
 def test_demo_summary_and_efficiency(demo_run):
     summary = pd.read_csv(demo_run / "results" / "summary.tsv", sep="\t").set_index("task")
     assert len(summary) == 5 and summary.copra_minus_lora.notna().all()
+    adaptive = summary.loc[["localization", "stability"]]
+    assert adaptive[["adalora_minus_lora", "lingo_minus_adalora"]].notna().all().all()
     efficiency = pd.read_csv(demo_run / "results" / "efficiency.tsv", sep="\t")
-    assert len(efficiency) == 19 and (efficiency.trainable_parameters > 0).all()
+    assert len(efficiency) == 23 and (efficiency.trainable_parameters > 0).all()
+    # budget-matched: LoRA at rank 4 and AdaLoRA after its budget of 4 per module
+    runs = efficiency[efficiency.task == "stability"].set_index("method").trainable_parameters
+    assert runs["adalora"] == runs["lora"] + 12 * 4  # the same rows of A and B, and E
     lora = efficiency[(efficiency.method == "lora") & (efficiency.task == "stability")]
     assert (lora.trainable_fraction < 0.05).all()
     comparison = pd.read_csv(demo_run / "results" / "comparison.tsv", sep="\t")
@@ -76,6 +82,25 @@ def test_demo_summary_and_efficiency(demo_run):
     }
     assert quantities <= set(stability.index)
     assert stability[["lora", "copra", "copra_minus_lora"]].notna().all().all()
+
+
+def test_demo_allocates_adaptive_ranks(demo_run):
+    """AdaLoRA and Lingo on two tasks: every allocation in one table, the final ranks' figure."""
+    table = pd.read_csv(demo_run / "results" / "rank_allocation.tsv", sep="\t")
+    assert set(table.method) == {"adalora", "lingo"}
+    assert set(table.task) == {"localization", "stability"}
+    for (task, method), part in table.groupby(["task", "method"]):
+        last = part[part.step == part.step.max()]
+        assert len(last) == 12  # k_proj and v_proj of 6 blocks
+        budget = last.budget.iloc[0]
+        assert budget == 4 * 12 and last.kept.sum() == budget + (
+            last.reintroduced.sum() - last.dropped.sum()
+        )
+        manifest = json.loads(
+            (demo_run / f"results/{task}/{method}/seed0/manifest.json").read_text()
+        )
+        assert manifest["kept_triplets"] == last.kept.sum()
+    check_figure(demo_run / "results" / "figures" / "rank_allocation.png")
 
 
 def test_demo_records_provenance(demo_run):
@@ -113,9 +138,9 @@ def test_report_is_written_as_html_and_zip(demo_run):
         names = archive.namelist()
         assert "report/report.html" in names, names[:20]
         figures = [name for name in names if name.endswith(".png")]
-        # every figure of the report (25 in the demo) as a file of the archive
-        assert any(name.endswith("/pruning.png") for name in figures), figures
-        assert len(figures) == 25, figures
+        # every figure of the report (26 in the demo) as a file of the archive
+        assert any(name.endswith("/rank_allocation.png") for name in figures), figures
+        assert len(figures) == 26, figures
         for name in figures:
             assert archive.read(name).startswith(b"\x89PNG"), name
 
@@ -148,7 +173,7 @@ def test_demo_merges_seeds_and_tasks(demo_run):
     table = pd.read_csv(demo_run / "results" / "merging.tsv", sep="\t")
     assert set(table.method) == {"lora", "copra"}
     assert set(table.task) == {"localization", "stability"}
-    assert set(table[table["merge"] == "seeds"].weights) == {"1:1", "1:2", "1:1:1"}
+    assert set(table[table["merge"] == "seeds"].weights) == {"1:1", "1:1:1"}
     assert set(table[table["merge"] == "tasks"].sources) == {"localization", "stability"}
     assert table.combination.nunique() == 12
     exact = table[table.combination.isin(["exact", "cat"])]
@@ -161,7 +186,7 @@ def test_demo_merges_seeds_and_tasks(demo_run):
 def test_demo_trains_federated(demo_run):
     table = pd.read_csv(demo_run / "results" / "federated.tsv", sep="\t")
     assert set(table.method) == {"lora", "copra"}
-    assert set(table.task) == {"localization", "stability"}
+    assert set(table.task) == {"localization"}
     assert set(table.partition) == {"iid", "dirichlet"}
     assert set(table.aggregation) == {"fedavg", "exact", "ffa"}
     assert set(table["round"]) == {0, 1, 2} and set(table.clients) == {2}

@@ -37,6 +37,20 @@ def check_metric_values(metrics: pd.DataFrame) -> None:
     ).all()
 
 
+def gb1_subset(shared_data, folder, per_split=(40, 20, 20), seed=0):
+    """GB1 variants (FLIP's sampled split) with a split column from its `set` and `validation`."""
+    frame = pd.read_csv(shared_data / "gb1" / "sampled.csv")
+    validation = frame["validation"].astype(str).str.lower() == "true"
+    frame["split"] = frame["set"].where(~validation, "valid")
+    chosen = pd.concat(
+        frame[frame.split == split].sample(count, random_state=seed)
+        for split, count in zip(("train", "valid", "test"), per_split, strict=True)
+    )
+    path = folder / "gb1.csv"
+    chosen.to_csv(path, index=False)
+    return path
+
+
 def run_user_config(workdir, user_config: dict):
     """The pipeline in `workdir` with a user's --configfile given after the demo's config.yaml
     (its tasks replace the demo's)."""
@@ -70,7 +84,14 @@ def yeast_run(shared_data, tmp_path_factory):
                 "sequences": str(shared_data / "ppi_yeast" / "sequences.fasta"),
                 "labels": str(pairs),
                 "header": False,
-            }
+            },
+            # GB1 fitness trained with Lingo only (the task's own methods)
+            "gb1": {
+                "kind": "sequence_regression",
+                "labels": str(gb1_subset(shared_data, workdir)),
+                "columns": {"sequence": "sequence", "label": "target", "split": "split"},
+                "methods": ["lingo"],
+            },
         },
         # All-vs-all: 300 yeast proteins (44,850 pairs) screened with the head.
         "predict": {
@@ -82,18 +103,30 @@ def yeast_run(shared_data, tmp_path_factory):
             }
         },
         "model": {"name": "esm2_t6_8M_UR50D", "weights": "random"},
-        "methods": ["head"],  # fine-tuning on real data: tests/test_finetune_real_data.py
+        "methods": ["head"],  # more fine-tuning on real data: tests/test_finetune_real_data.py
         "evaluation": {"bootstrap": 100},
         # One federated job: LoRA, 2 clients, 2 rounds, every aggregation, 128-residue crops.
-        "federated": {"methods": ["lora"], "partitions": ["iid"], "clients": 2, "rounds": 2},
-        "finetune": {"batch_size": 8, "gradient_accumulation": 1, "max_residues": 128},
+        "federated": {
+            "methods": ["lora"],
+            "tasks": ["yeast_ppi"],
+            "partitions": ["iid"],
+            "clients": 2,
+            "rounds": 2,
+        },
+        "finetune": {
+            "batch_size": 8,
+            "gradient_accumulation": 1,
+            "max_residues": 128,
+            "max_epochs": 3,
+            "patience": 3,
+        },
     }
     return run_user_config(workdir, user_config)
 
 
 def test_user_config_replaces_demo_tasks(yeast_run):
     metrics = pd.read_csv(yeast_run / "results" / "metrics.tsv", sep="\t")
-    assert set(metrics.task) == {"yeast_ppi"}
+    assert set(metrics.task) == {"yeast_ppi", "gb1"}
     assert not (yeast_run / "resources" / "demo").exists()
     assert not (yeast_run / "results" / "localization").exists()
 
@@ -103,9 +136,37 @@ def test_yeast_ppi_head_baseline(yeast_run):
     assert len(table) == 160 and set(table.split) == {"train", "valid", "test"}
     assert table.id_a.str.startswith("4932.").all()
     metrics = pd.read_csv(yeast_run / "results" / "metrics.tsv", sep="\t")
+    metrics = metrics[metrics.task == "yeast_ppi"]
     assert set(metrics.metric) == {"aupr", "auroc", "mcc", "accuracy", "f1_macro"}
     assert len(metrics) == 2 * 5 and set(metrics.split) == {"valid", "test"}
     check_metric_values(metrics)
+
+
+def test_gb1_lingo_allocates_its_rank_budget(yeast_run):
+    """Lingo on 80 GB1 variants through Snakemake: 3 epochs of 5 steps, the budget falling from
+    8 to 4 triplets per module, the final pattern after step 12, and defined metrics."""
+    run = yeast_run / "results" / "gb1" / "lingo" / "seed0"
+    allocation = pd.read_csv(run / "rank_allocation.tsv", sep="\t")
+    per_step = allocation.groupby("step").agg(
+        kept=("kept", "sum"),
+        budget=("budget", "first"),
+        reintroduced=("reintroduced", "sum"),
+        dropped=("dropped", "sum"),
+    )
+    assert per_step.index.tolist() == list(range(3, 13))  # tinit 2 of 15 steps, tfinal 3
+    assert per_step.budget.is_monotonic_decreasing and per_step.budget.iloc[-1] == 4 * 12
+    assert (per_step.kept == per_step.budget + per_step.reintroduced - per_step.dropped).all()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["kept_triplets"] == per_step.kept.iloc[-1]
+    assert manifest["rank_schedule"] == {"total_step": 15, "tinit": 2, "tfinal": 3, "deltaT": 1}
+    gathered = pd.read_csv(yeast_run / "results" / "rank_allocation.tsv", sep="\t")
+    assert set(gathered.task) == {"gb1"} and set(gathered.method) == {"lingo"}
+    check_figure(yeast_run / "results" / "figures" / "rank_allocation.png")
+    metrics = pd.read_csv(yeast_run / "results" / "metrics.tsv", sep="\t")
+    gb1 = metrics[metrics.task == "gb1"]
+    assert set(gb1.method) == {"lingo"} and set(gb1.split) == {"valid", "test"}
+    assert set(gb1.metric) == {"spearman", "pearson", "rmse", "mae"}
+    check_metric_values(gb1)
 
 
 def test_yeast_ppi_federated_two_clients_two_rounds(yeast_run):

@@ -39,6 +39,7 @@ GPU_RULES = {
     "embed_shard",
     "embed_residues",
     "finetune_adapter",
+    "finetune_adaptive_rank",
     "finetune_full",
     "train_complex",
     "lmc",

@@ -18,7 +18,13 @@ from copra.methods.registry import (
     unregister,
 )
 
-BUILT_IN = ("head", "lora", "layer_drop", "full")  # modules of copra/methods/, in plot order
+BUILT_IN = (
+    "head",
+    "lora",
+    "layer_drop",
+    "adalora",
+    "full",
+)  # modules of copra/methods/, in plot order
 for _module in BUILT_IN:
     importlib.import_module(f"copra.methods.{_module}")
 

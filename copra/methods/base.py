@@ -109,6 +109,10 @@ class Method:
     def before_step(self, step: int) -> None:
         """Before the first forward pass of optimizer step `step` (0-based)."""
 
+    def extra_loss(self):
+        """The method's own term of the training loss of a batch (None: none)."""
+        return None
+
     def after_backward(self, step: int) -> None:
         """After each backward pass of step `step` (once per accumulated batch)."""
 
@@ -117,6 +121,14 @@ class Method:
 
     def before_evaluation(self) -> None:
         """Before the model is evaluated: it runs as it will be saved."""
+
+    def settled(self, steps_done: int) -> bool:
+        """Whether an epoch ending after `steps_done` steps may be chosen as the best (and
+        early stopping may stop there): a method may need steps before its model is final."""
+        return True
+
+    def finalize(self, model) -> None:
+        """After training (the best epoch restored), before the final scores and the save."""
 
     def state_dict(self):
         """Per-run state a resumed run needs (None: none)."""

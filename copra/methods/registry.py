@@ -6,11 +6,11 @@ _METHODS: dict[str, type] = {}
 
 # The properties an analysis needs of a run's method (`Method` class attributes).
 ANALYSES = {
-    "lmc": ("adapter", "fixed_rank"),
-    "merging": ("adapter", "fixed_rank"),
+    "lmc": ("adapter",),  # the factor path: fixed-rank methods only (copra/lmc.py)
+    "merging": ("adapter",),  # combinations that need equal ranks refuse others (merging.py)
     "federated": ("adapter", "fixed_rank"),
     "shapley": ("adapter",),
-    "pruning": ("adapter", "fixed_rank"),
+    "pruning": ("adapter",),
 }
 PURPOSES = {
     "lmc": "linear mode connectivity",

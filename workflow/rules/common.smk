@@ -12,10 +12,16 @@ from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
 from copra import methods  # noqa: E402
-from copra.config import check_keys, exit_on_input_error, schema_node  # noqa: E402
+from copra.config import (  # noqa: E402
+    check_analysis_methods,
+    check_keys,
+    exit_on_input_error,
+    schema_node,
+)
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
 from copra.errors import InputError  # noqa: E402
 from copra.job_environment import export_gpu_settings, put_copra_on_path  # noqa: E402
+from copra.settings import rank_free  # noqa: E402
 
 
 def config_of_this_run():
@@ -40,6 +46,7 @@ def config_of_this_run():
 
 config_of_this_run()
 exit_on_input_error(check_keys, config)
+exit_on_input_error(check_analysis_methods, config)
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 TASKS = sorted(config["tasks"])
@@ -92,10 +99,12 @@ def quoted(*words):
 
 
 def config_tree(keys, name=None):
-    """The config `keys` (sections or top-level keys), with task `name`'s entry."""
+    """The config `keys` (sections or top-level keys), with task `name`'s entry (less the
+    methods it trains with: adding one reruns none of the others)."""
     tree = {key: config[key] for key in keys}
     if name is not None:
-        tree["tasks"] = {name: config["tasks"][name]}
+        entry = config["tasks"][name]
+        tree["tasks"] = {name: {k: v for k, v in entry.items() if k != "methods"}}
     return tree
 
 
@@ -140,10 +149,12 @@ def run_config(wildcards):
 
 
 def task_methods(name):
-    """The methods a task trains with (complex tasks: those that train complex tasks)."""
+    """The methods a task trains with: its own `methods:` or the top-level list (complex tasks:
+    those of them that train complex tasks)."""
+    chosen = config["tasks"][name].get("methods", config["methods"])
     if name in COMPLEX_TASKS:
-        return [m for m in config["methods"] if methods.get(m).complex_tasks]
-    return config["methods"]
+        return [m for m in chosen if methods.get(m).complex_tasks]
+    return chosen
 
 
 def cached_embeddings(name):
@@ -200,6 +211,20 @@ def embedding_shards(wildcards):
         task=wildcards.task,
         shard=range(shards),
     )
+
+
+ADAPTIVE_RANK = methods.names(adapter=True, fixed_rank=False, cached_embeddings=False)
+
+
+def adaptive_rank_files():
+    """rank_allocation.tsv of every run of an adaptive-rank method (adalora, lingo)."""
+    return [
+        f"results/{name}/{method}/seed{seed}/rank_allocation.tsv"
+        for name in SEQUENCE_TASKS
+        for method in task_methods(name)
+        if method in ADAPTIVE_RANK
+        for seed in config["seeds"]
+    ]
 
 
 def run_files(name):
@@ -265,6 +290,16 @@ def merge_seeds_inputs(wildcards):
             adapter_run_files(wildcards.task, wildcards.method, seed, f"_{seed}")
         )
     return inputs
+
+
+def merging_config(wildcards):
+    """What the merging rules read; adaptive-rank methods (adalora, lingo) leave out the
+    combinations that need equal ranks (settings.rank_free)."""
+    method = methods.get(wildcards.method)
+    tree = config_tree([*BACKBONE, "finetune", "merging", *method.sections])
+    if not method.fixed_rank:
+        tree["merging"] = rank_free(tree["merging"])
+    return json.dumps(tree, sort_keys=True)
 
 
 def merge_seeds_runs(wildcards):
@@ -523,6 +558,11 @@ def all_targets():
             targets += [f"results/{section}.tsv", f"results/figures/{section}.png"]
     if complex_run_files("predictions.tsv"):
         targets.append("results/figures/complexes.png")
+    if adaptive_rank_files():
+        targets += [
+            "results/rank_allocation.tsv",
+            "results/figures/rank_allocation.png",
+        ]
     if config["federated"]["methods"]:
         targets += ["results/federated.tsv", "results/figures/federated.png"]
     return targets + prediction_files()

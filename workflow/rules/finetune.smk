@@ -1,5 +1,5 @@
 # Fine-tuning per task with a method of copra/methods/ (copra/finetune.py): adapters in peft's
-# format (lora, copra), or the whole backbone (full). A killed job resumes from the checkpoint of
+# format (lora, copra; adalora and lingo with their rank allocation), or the whole backbone (full). A killed job resumes from the checkpoint of
 # its last finished epoch.
 
 
@@ -21,7 +21,9 @@ rule finetune_adapter:
     benchmark:
         "logs/benchmarks/finetune/{task}/{method}/seed{seed}.tsv"
     wildcard_constraints:
-        method=names_pattern(methods.names(adapter=True, cached_embeddings=False)),
+        method=names_pattern(
+            methods.names(adapter=True, fixed_rank=True, cached_embeddings=False)
+        ),
         task=names_pattern(SEQUENCE_TASKS),
     conda:
         "../../envs/torch.yaml"
@@ -49,4 +51,19 @@ use rule finetune_adapter as finetune_full with:
         manifest="results/{task}/{method}/seed{seed}/manifest.json",
     wildcard_constraints:
         method=names_pattern(methods.names(adapter=False, cached_embeddings=False)),
+        task=names_pattern(SEQUENCE_TASKS),
+
+
+use rule finetune_adapter as finetune_adaptive_rank with:
+    output:
+        predictions="results/{task}/{method}/seed{seed}/predictions.tsv",
+        targets="results/{task}/{method}/seed{seed}/targets.json",
+        adapter_config="results/{task}/{method}/seed{seed}/adapter/adapter_config.json",
+        adapter="results/{task}/{method}/seed{seed}/adapter/adapter_model.safetensors",
+        head="results/{task}/{method}/seed{seed}/head.safetensors",
+        history="results/{task}/{method}/seed{seed}/training_log.tsv",
+        allocation="results/{task}/{method}/seed{seed}/rank_allocation.tsv",
+        manifest="results/{task}/{method}/seed{seed}/manifest.json",
+    wildcard_constraints:
+        method=names_pattern(ADAPTIVE_RANK),
         task=names_pattern(SEQUENCE_TASKS),

@@ -20,7 +20,7 @@ rule merge_seeds:
         gpu=1,
     params:
         runs=merge_seeds_runs,
-        config=config_json(*BACKBONE, "finetune", "merging", with_method=True),
+        config=merging_config,
     shell:
         "copra --threads {threads} merge --runs {params.runs}"
         " --table {input.table} --sequences {input.sequences} --task {wildcards.task}"
@@ -46,7 +46,7 @@ rule merge_tasks:
         gpu=1,
     params:
         tasks=merge_tasks_args,
-        config=config_json(*BACKBONE, "finetune", "merging", with_method=True),
+        config=merging_config,
     shell:
         "copra --threads {threads} merge-tasks {params.tasks} --output {output}"
         " --config-json {params.config:q} 2> {log}"
