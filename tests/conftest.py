@@ -12,7 +12,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # `--config` values that cut the demo to its head baseline: fast, for tests of the machinery.
 ANALYSES = ("lmc", "merging", "federated", "shapley", "pruning", "predict")
-HEAD_ONLY = ("methods=[head]", *(f'{section}={{"methods": []}}' for section in ANALYSES))
+
+
+def _head_only() -> tuple[str, ...]:
+    """`methods=[head]`, the same for every demo task with methods of its own, and every
+    analysis switched off."""
+    import yaml
+
+    tasks = yaml.safe_load((REPO / "config.yaml").read_text())["tasks"]
+    own = {name: {"methods": ["head"]} for name, entry in tasks.items() if "methods" in entry}
+    return (
+        "methods=[head]",
+        f"tasks={json.dumps(own)}",
+        *(f'{section}={{"methods": []}}' for section in ANALYSES),
+    )
+
+
+HEAD_ONLY = _head_only()
 
 
 def snakemake(workdir, *args, check=True) -> subprocess.CompletedProcess:
