@@ -113,7 +113,7 @@ TASKS = ("interaction", "localization", "membrane", "rna_affinity", "stability")
 FIGURES = {
     "Data": [f"{task}.png" for task in TASKS],
     "Embeddings": [f"{task}.png" for task in TASKS],
-    "Training": ["training_curves.png", "rank_allocation.png"],
+    "Training": ["rank_allocation.png", "training_curves.png"],
     "Evaluation": ["metrics.png"],
     "Merging": ["localization.png", "stability.png"],
     "Linear mode connectivity": ["lmc.png"],
