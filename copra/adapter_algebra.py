@@ -140,7 +140,7 @@ def rank_difference(first: Adapter, other: Adapter) -> str:
     if all(len(ranks) == 1 for ranks in uniform):
         return f"have ranks {uniform[0].pop()} and {uniform[1].pop()}"
     differ = [m for m in first.modules if first.rank(m) != other.rank(m)]
-    example = differ[0] if differ else first.modules[0]
+    example = differ[0]  # called for adapters of the same modules whose ranks differ
     return (
         f"have different ranks per module ({len(differ)} differ, e.g. "
         f"{example.removeprefix(PREFIX)}: {first.rank(example)} and {other.rank(example)})"

@@ -211,9 +211,8 @@ class RankBudget:
         return weight * orthogonality_penalty(self.tuner.model) if weight else None
 
     def finalize(self) -> None:
-        """Shrink every module to its kept triplets, as peft saves and reloads it."""
-        if self.config.rank_pattern is None:
-            raise InputError("the rank budget was never allocated: the run ended before it")
+        """Shrink every module to its kept triplets, as peft saves and reloads it (the best
+        epoch ends after the final allocation: `settled`)."""
         self.tuner.resize_modules_by_rank_pattern(self.config.rank_pattern, ADAPTER)
 
     def adapter_parameters(self) -> int:

@@ -147,8 +147,8 @@ def check_analysis_methods(tree: dict, path=None) -> None:
     from copra import methods
 
     for section in methods.ANALYSES:
-        chosen = tree.get(section)
-        for name in chosen.get("methods") or [] if isinstance(chosen, dict) else []:
+        chosen = tree.get(section) if isinstance(tree.get(section), dict) else {}
+        for name in chosen.get("methods") or []:
             if name in methods.names():
                 try:
                     methods.require(name, section)

@@ -48,7 +48,6 @@ PEFT_COMBINATIONS = (
 )
 COMBINATIONS = ("exact", *PEFT_COMBINATIONS)
 EXACT_IN_DW = ("exact", "cat")
-SAME_RANK = SAME_RANK_COMBINATIONS
 SPLITS = ("valid", "test")
 COLUMNS = [
     "task",
@@ -109,7 +108,7 @@ def check_sources(runs: list[TrainedRun], adapters, combinations) -> None:
                 f"({runs[0].manifest['backbone']} vs {run.manifest['backbone']})"
             )
     check_compatible(adapters)
-    needs_rank = [c for c in combinations if c in SAME_RANK]
+    needs_rank = [c for c in combinations if c in SAME_RANK_COMBINATIONS]
     differ = [i for i, a in enumerate(adapters) if a.ranks() != adapters[0].ranks()]
     if needs_rank and differ:
         other = differ[0]
