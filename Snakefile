@@ -37,6 +37,7 @@ include: "workflow/rules/federated.smk"
 include: "workflow/rules/shapley.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/rank_allocation.smk"
+include: "workflow/rules/continual.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/predict.smk"
 

@@ -167,6 +167,38 @@ def cmd_federate(args):
     run_federated(*paths, training=training, config_snapshot=args.config or None, **run)
 
 
+def cmd_continual(args):
+    from copra.continual import SequenceSpec
+    from copra.continual_learning import JobSpec, StepTraining, pet_method, run_continual
+
+    entry = ((args.config.get("continual") or {}).get("sequences") or {}).get(args.sequence)
+    if entry is None:
+        raise InputError(
+            f"sequence {args.sequence!r} is not in the config's continual.sequences "
+            "(give --config-json with its entry)"
+        )
+    entries = args.config.get("tasks") or {}
+    inputs, tasks = {}, {}
+    for name, table, sequences in args.task:
+        if name not in entries:
+            raise InputError(f"task {name} has no tasks: entry in the config (--config-json)")
+        inputs[name] = (table, sequences)
+        tasks[name] = s.from_section(s.TaskSettings, entries[name])
+    continual = _settings(args, s.ContinualSettings)
+    pet = pet_method(continual.pet)
+    flags = {name: s.given(args, c, f"{name}_") for name, c in pet.sections.items()}
+    spec = SequenceSpec.from_config(args.sequence, entry)
+    training = StepTraining(
+        pet.from_config(args.config, flags),
+        continual,
+        _model(args),
+        _settings(args, s.FinetuneSettings),
+        _settings(args, s.HeadArchitecture, "head_"),
+    )
+    job = JobSpec(spec, tasks, args.learner, args.order, args.seed)
+    run_continual(inputs, args.output_dir, job, training, config_snapshot=_snapshot(args))
+
+
 def cmd_merge(args):
     from copra.merging import merge_seeds, merge_tasks
 
@@ -383,6 +415,31 @@ def _parsers(sub) -> None:
     p.add_argument("--partition", required=True, choices=["iid", "dirichlet"])
     s.add_flags(p, s.FederatedSettings)
     _required(p, "--output")
+
+    p = add("continual", cmd_continual, "learn a continual sequence's steps (LAE, baselines)")
+    _model_options(p)
+    p.add_argument("--sequence", required=True, help="its name in continual.sequences")
+    learners = ["lae", "sequential", "joint", "independent", "head"]
+    p.add_argument("--learner", required=True, choices=learners)
+    p.add_argument("--order", type=int, default=0, help="0: the given order; k: a permutation")
+    p.add_argument("--seed", type=int, required=True)
+    names = ("NAME", "TABLE", "SEQUENCES")
+    help = "each task of the sequence: its name, ingested table and sequence table"
+    p.add_argument("--task", nargs=3, action="append", required=True, metavar=names, help=help)
+    _required(p, "--output-dir")
+    s.add_flags(p, s.ContinualSettings)
+    for section, cls in methods.sections(*methods.names(adapter=True, fixed_rank=True)).items():
+        s.add_flags(p, cls, f"{section}_")
+    s.add_flags(p, s.FinetuneSettings)
+    s.add_flags(p, s.HeadArchitecture, "head_")
+
+    gather = _call(
+        "copra.continual_metrics:gather_continual", "inputs", "output", "figure", "config"
+    )
+    help = "the continual metrics of every job, recomputed from their predictions, and the figure"
+    p = add("gather-continual", gather, help)
+    _required(p, "--output", "--figure")
+    p.add_argument("inputs", nargs="+", help="results/continual/<sequence>/.../predictions.tsv")
 
     paths = ("run_a", "run_b", "table", "sequences", "output")
     lmc = _call("copra.lmc:run_lmc", *paths, task="task", settings=s.LmcSettings, model=_model)

@@ -172,3 +172,10 @@ def validate_sections(tree: dict, path) -> None:
         except jsonschema.ValidationError as error:
             where = ".".join([key, *map(str, error.absolute_path)])
             raise InputError(f"config key '{where}': {error.message}", path=path) from None
+    if "continual" in tree and "tasks" in tree:
+        from copra.continual import check_continual
+
+        try:
+            check_continual(tree)
+        except InputError as error:
+            raise InputError(str(error), path=path) from None

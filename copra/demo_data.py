@@ -17,6 +17,16 @@ from copra.sequences import read_fasta, write_fasta
 BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
 LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}
 STICKY = "WYC"
+# Continual learning: six classes learned two at a time, and two organisms in turn.
+COMPARTMENTS = {
+    "cytoplasm": "KE",
+    "membrane": "LIV",
+    "secreted": "CGS",
+    "nucleus": "RH",
+    "mitochondrion": "WY",
+    "peroxisome": "TQM",
+}
+ORGANISMS = {"organism_a": "ADEGKST", "organism_b": "FHILMNPQRVWY"}
 NEW_STRUCTURES = "new_structures"
 FILES = (
     "proteins.fasta",
@@ -27,6 +37,11 @@ FILES = (
     "interactions.tsv",
     "new_proteins.fasta",
     "new_complexes.csv",
+    "compartments.fasta",
+    "compartments.tsv",
+    "organisms.fasta",
+    "organism_a.tsv",
+    "organism_b.tsv",
     *demo_complexes.FILES,
 )
 
@@ -40,6 +55,19 @@ def _protein(rng, length: int, enriched: str, strength: float) -> str:
 
 def _splits(rng, n: int) -> np.ndarray:
     return rng.choice(["train", "valid", "test"], size=n, p=[0.7, 0.15, 0.15])
+
+
+def _stratified_splits(rng, labels: np.ndarray) -> np.ndarray:
+    """Splits drawn within each label: every label gets valid and test rows (15% each, at
+    least one) and the rest train."""
+    splits = np.empty(len(labels), dtype=object)
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        held = max(1, round(0.15 * len(rows)))
+        splits[rows] = "train"
+        splits[rows[:held]] = "valid"
+        splits[rows[held : 2 * held]] = "test"
+    return splits
 
 
 def sequence_tasks(rng, n: int, folder: Path) -> None:
@@ -102,6 +130,35 @@ def pair_task(rng, n: int, folder: Path) -> None:
     write_table(folder / "interactions.tsv", table[~repeated.to_numpy()])
 
 
+def continual_tasks(rng, n: int, folder: Path) -> None:
+    """compartments.tsv (six classes, for class-incremental steps) and organism_a.tsv,
+    organism_b.tsv (membrane or not, over two organisms' residue backgrounds: one label space,
+    two domains); short proteins, so that learning them in steps stays quick."""
+    classes = rng.choice(list(COMPARTMENTS), size=n)
+    records = [
+        (f"compartment_{i:03d}", _protein(rng, int(rng.integers(25, 50)), COMPARTMENTS[c], 0.3))
+        for i, c in enumerate(classes)
+    ]
+    write_fasta(folder / "compartments.fasta", records)
+    splits = _stratified_splits(rng, classes)
+    table = {"id": [r[0] for r in records], "label": classes, "split": splits}
+    write_table(folder / "compartments.tsv", pd.DataFrame(table))
+    organisms = []
+    for name, background in ORGANISMS.items():
+        membrane = rng.random(n // 2) < 0.5
+        ids = [f"{name}_{i:03d}" for i in range(n // 2)]
+        for id_, inside in zip(ids, membrane, strict=True):
+            residues = rng.choice(list(background), size=int(rng.integers(25, 50)))
+            planted = rng.random(len(residues)) < (0.3 if inside else 0.0)
+            residues[planted] = rng.choice(list("LIVFA"), size=int(planted.sum()))
+            organisms.append((id_, "M" + "".join(residues[1:])))
+        labels = pd.DataFrame(
+            {"id": ids, "label": membrane.astype(int), "split": _stratified_splits(rng, membrane)}
+        )
+        write_table(folder / f"{name}.tsv", labels)
+    write_fasta(folder / "organisms.fasta", organisms)
+
+
 def new_proteins(rng, n: int, folder: Path) -> None:
     """new_proteins.fasta: proteins no task trained on, to predict (with, last, a copy of the
     first training protein, which predictions mark as seen in training)."""
@@ -139,6 +196,7 @@ def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) 
     sequence_tasks(rng, n_sequences, folder)
     pair_task(rng, n_sequences // 2, folder)
     new_proteins(rng, max(n_sequences // 10, 2), folder)
+    continual_tasks(rng, n_sequences, folder)
     demo_complexes.write_demo_complexes(folder, n_complexes, seed)
     new_complexes(folder, 4, seed + 1)
     structures = [demo_complexes.STRUCTURES, NEW_STRUCTURES]

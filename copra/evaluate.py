@@ -35,9 +35,7 @@ def evaluate_predictions(
         if part.empty:
             continue
         scores = part[targets.score_columns()].to_numpy(dtype=float)
-        y = targets.encode(part["label"]).numpy()
-        if targets.kind == "regression":
-            y = y * targets.std + targets.mean
+        y = targets.label_values(part["label"])
         values = compute_metrics(y, scores, targets)
         intervals = bootstrap_intervals(
             y, scores, targets, settings.bootstrap, settings.bootstrap_seed

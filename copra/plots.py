@@ -497,3 +497,64 @@ def plot_screen(histogram: pd.DataFrame, top: pd.DataFrame, column: str, output,
     right.set_xlabel(column)
     right.set_title("best pairs", fontsize=9)
     _save(fig, output)
+
+
+def plot_continual(table: pd.DataFrame, output) -> None:
+    """One row per sequence: the metric on every step seen so far after each step (A_t: the mean
+    over orders and seeds, their range shaded) for every method, then the accuracy matrix a[t, j]
+    (mean over orders and seeds, by position in the order) of `lae` beside `sequential`."""
+    from copra.continual import LEARNER_OF
+
+    runs = table[table.statistic == "value"]
+    sequences = list(dict.fromkeys(runs.sequence))
+    shown = [m for m in ("lae", "sequential") if m in set(runs.method)]
+    fig, axes = plt.subplots(
+        len(sequences),
+        1 + len(shown),
+        squeeze=False,
+        figsize=(4.2 + 3.0 * len(shown), 3.0 * len(sequences)),
+    )
+    colours = {m: f"C{i}" for i, m in enumerate(LEARNER_OF)}
+    for row, sequence in enumerate(sequences):
+        part = runs[runs.sequence == sequence]
+        metric = part.metric.iloc[0]  # accuracy (classification) or Spearman (regression)
+        part = part[part.metric == metric]
+        ax = axes[row][0]
+        seen = part[part.quantity == "seen"].assign(step=lambda f: f.after_step.astype(int) + 1)
+        for method, lines in seen.groupby("method", sort=False):
+            curve = lines.groupby("step").value.agg(["mean", "min", "max"])
+            ax.plot(curve.index, curve["mean"], marker="o", markersize=3, color=colours[method])
+            ax.fill_between(
+                curve.index, curve["min"], curve["max"], alpha=0.15, color=colours[method]
+            )
+        ax.set_title(f"{sequence} ({part['mode'].iloc[0]}-incremental)", fontsize=9)
+        ax.set_xlabel("steps learned")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_ylabel(f"test {metric}, steps seen")
+        for column, method in enumerate(shown, start=1):
+            _continual_matrix(axes[row][column], part, method, metric)
+    handles = [
+        Line2D([], [], color=colours[m], marker="o", markersize=3, label=m)
+        for m in LEARNER_OF
+        if m in set(runs.method)
+    ]
+    _figure_legend(fig, handles)
+    _save(fig, output)
+
+
+def _continual_matrix(ax, part: pd.DataFrame, method: str, metric: str) -> None:
+    cells = part[(part.quantity == "a") & (part.method == method)]
+    if cells.empty:
+        ax.set_axis_off()
+        ax.set_title(f"{method}: not run on this sequence", fontsize=9)
+        return
+    cells = cells.assign(t=cells.after_step.astype(int), j=cells.on_step.astype(int))
+    mean = cells.groupby(["t", "j"]).value.mean().unstack("j").sort_index()
+    image = ax.imshow(mean.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis")
+    steps = len(mean)
+    ax.set_xticks(range(steps), [str(j + 1) for j in range(steps)])
+    ax.set_yticks(range(steps), [str(t + 1) for t in range(steps)])
+    ax.set_xlabel("on step j")
+    ax.set_ylabel("after step t")
+    ax.set_title(f"{method}: {metric} a[t, j]", fontsize=9)
+    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)

@@ -348,3 +348,21 @@ class DemoSettings:
     sequences: int
     complexes: int
     seed: int
+
+
+@settings("continual")
+class ContinualSettings:
+    """How each step of a continual sequence trains (LAE and its baselines)."""
+
+    pet: str
+    epochs: int
+    frozen_epochs: int
+    offline_move: float
+    ema_decay: float | None
+
+    def decay(self, steps: int) -> float:
+        """The EMA decay of a step of `steps` optimizer steps: `ema_decay`, or the one that moves
+        the offline PET `offline_move` of the way per step (1 - d^steps = offline_move)."""
+        if self.ema_decay is not None:
+            return self.ema_decay
+        return (1.0 - self.offline_move) ** (1.0 / max(steps, 1))

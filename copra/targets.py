@@ -1,15 +1,20 @@
 """Task targets: how labels become tensors, which loss trains them, and how outputs become scores.
 
-Shared by every method, so predictions files look the same whatever trained the model.
+Shared by every method, so predictions files look the same whatever trained the model. Light:
+torch is imported by the methods that make tensors (jobs that only compute metrics skip it).
 """
+
+from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 PRIMARY_METRIC = {
     "binary": "aupr",
@@ -56,21 +61,33 @@ class Targets:
 
     def encode(self, labels: pd.Series) -> torch.Tensor:
         """Training targets as a float tensor (class indices as long for multiclass)."""
+        import torch
+
         if self.kind == "regression":
-            return torch.tensor((labels.astype(float).to_numpy() - self.mean) / self.std).float()
+            standardized = (labels.astype(float).to_numpy() - self.mean) / self.std
+            return torch.from_numpy(standardized.astype(np.float32))
+        return torch.from_numpy(self.label_values(labels))
+
+    def label_values(self, labels: pd.Series) -> np.ndarray:
+        """Labels as the metrics compare them with scores: values in label units (regression),
+        0/1 (binary), class indices (multiclass), a 0/1 matrix (multilabel)."""
+        if self.kind == "regression":
+            return labels.astype(float).to_numpy()
         if self.kind == "binary":
-            return torch.tensor((labels.astype(str) == self.classes[1]).to_numpy()).float()
+            return (labels.astype(str) == self.classes[1]).to_numpy().astype(np.float32)
         if self.kind == "multiclass":
             index = {c: i for i, c in enumerate(self.classes)}
-            return torch.tensor([index[str(v)] for v in labels])
+            return np.array([index[str(v)] for v in labels], dtype=np.int64)
         matrix = np.zeros((len(labels), len(self.classes)), dtype=np.float32)
         index = {c: i for i, c in enumerate(self.classes)}
         for row, value in enumerate(labels):
             for c in str(value).split(self.separator):
                 matrix[row, index[c]] = 1.0
-        return torch.from_numpy(matrix)
+        return matrix
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         if self.kind == "regression":
             return F.mse_loss(outputs.squeeze(-1), targets)
         if self.kind == "multiclass":
@@ -90,6 +107,8 @@ class Targets:
         """Predictions in label units (regression) or probabilities, shape (n, columns), float32.
 
         Float64 outputs are scored in float64 and rounded once at the end."""
+        import torch
+
         outputs = outputs.detach().cpu()
         if outputs.dtype != torch.float64:
             outputs = outputs.float()
@@ -105,5 +124,5 @@ class Targets:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "Targets":
+    def from_json(cls, text: str) -> Targets:
         return cls(**json.loads(text))

@@ -11,16 +11,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # `--config` values that cut the demo to its head baseline: fast, for tests of the machinery.
-ANALYSES = ("lmc", "merging", "federated", "shapley", "pruning", "predict")
+ANALYSES = ("lmc", "merging", "federated", "continual", "shapley", "pruning", "predict")
 
 
 def _head_only() -> tuple[str, ...]:
-    """`methods=[head]`, the same for every demo task with methods of its own, and every
-    analysis switched off."""
+    """`methods=[head]`, the same for every demo task with methods of its own (but those of
+    continual sequences only: `methods: []`), and every analysis switched off."""
     import yaml
 
     tasks = yaml.safe_load((REPO / "config.yaml").read_text())["tasks"]
-    own = {name: {"methods": ["head"]} for name, entry in tasks.items() if "methods" in entry}
+    own = {name: {"methods": ["head"]} for name, entry in tasks.items() if entry.get("methods")}
     return (
         "methods=[head]",
         f"tasks={json.dumps(own)}",

@@ -139,9 +139,9 @@ def test_report_is_written_as_html_and_zip(demo_run):
         names = archive.namelist()
         assert "report/report.html" in names, names[:20]
         figures = [name for name in names if name.endswith(".png")]
-        # every figure of the report (26 in the demo) as a file of the archive
-        assert any(name.endswith("/rank_allocation.png") for name in figures), figures
-        assert len(figures) == 26, figures
+        # every figure of the report (30 in the demo) as a file of the archive
+        assert any(name.endswith("/continual.png") for name in figures), figures
+        assert len(figures) == 30, figures
         for name in figures:
             assert archive.read(name).startswith(b"\x89PNG"), name
 
@@ -160,13 +160,10 @@ def test_figures_have_no_overlapping_text(demo_run):
 
 def test_demo_measures_linear_mode_connectivity(demo_run):
     curve = pd.read_csv(demo_run / "results" / "lmc.tsv", sep="\t")
-    assert set(curve.method) == {"lora", "copra"} and set(curve.task) == {
-        "localization",
-        "stability",
-    }
+    assert set(curve.method) == {"lora", "copra"} and set(curve.task) == {"localization"}
     assert set(curve.path) == {"product", "factors"} and curve.alpha.nunique() == 6
     barriers = pd.read_csv(demo_run / "results" / "lmc_barriers.tsv", sep="\t")
-    assert len(barriers) == 2 * 2 * 2 * 2 * 2  # tasks, methods, paths, splits, metrics
+    assert len(barriers) == 2 * 2 * 2 * 2  # methods, paths, splits, metrics
     assert (barriers.barrier >= 0).all()  # the endpoints lie on their own line
 
 
@@ -188,12 +185,32 @@ def test_demo_trains_federated(demo_run):
     table = pd.read_csv(demo_run / "results" / "federated.tsv", sep="\t")
     assert set(table.method) == {"lora", "copra"}
     assert set(table.task) == {"localization"}
-    assert set(table.partition) == {"iid", "dirichlet"}
+    assert set(table.partition) == {"dirichlet"}
     assert set(table.aggregation) == {"fedavg", "exact", "ffa"}
     assert set(table["round"]) == {0, 1, 2} and set(table.clients) == {2}
     errors = table[table.metric == "aggregation_error"]
     assert errors[errors.aggregation == "ffa"].value.max() < 1e-5
     check_figure(demo_run / "results" / "figures" / "federated.png")
+
+
+def test_demo_learns_continual_sequences(demo_run):
+    """Both demo sequences with every method: each job's metrics, their means, the figure."""
+    table = pd.read_csv(demo_run / "results" / "continual.tsv", sep="\t")
+    assert set(table.sequence) == {"compartment_steps", "two_organisms"}
+    every = {"lae", "online", "offline", "sequential", "joint", "independent", "head"}
+    methods = table.groupby("sequence").method.unique().map(set)
+    assert methods["compartment_steps"] == every
+    assert methods["two_organisms"] == {"lae", "online", "offline", "sequential"}  # its own
+    steps = table[(table.quantity == "seen") & (table.sequence == "compartment_steps")]
+    assert sorted(steps.after_step.unique()) == [0, 1, 2]
+    means = table[table.statistic == "mean"]
+    assert set(means.quantity) == {"A_last", "A_bar", "forgetting"}
+    bounded = table[(table.statistic == "value") & (table.quantity.isin(["a", "seen", "A_last"]))]
+    assert bounded.value.between(0, 1).all()
+    step = demo_run / "results/continual/compartment_steps/lae/order0/seed0/step2"
+    assert (step / "offline/adapter/adapter_model.safetensors").is_file()
+    assert not (demo_run / "results/compartments/head").exists()  # methods: [] trains nothing
+    check_figure(demo_run / "results" / "figures" / "continual.png")
 
 
 def test_demo_measures_shapley_values_and_pruning(demo_run):

@@ -51,6 +51,32 @@ def gb1_subset(shared_data, folder, per_split=(40, 20, 20), seed=0):
     return path
 
 
+GB1_WILD_TYPE = {38: "V", 39: "D", 40: "G", 53: "V"}  # V39, D40, G41, V54 (0-based positions)
+
+
+def gb1_by_mutations(shared_data, folder, per_split=(30, 12, 12), seed=0) -> dict[str, str]:
+    """Three GB1 tasks by mutation count (at most 2, 3, 4 of the four sites) with FLIP's splits:
+    {task name: label table}."""
+    frame = pd.read_csv(shared_data / "gb1" / "sampled.csv")
+    validation = frame["validation"].astype(str).str.lower() == "true"
+    frame["split"] = frame["set"].where(~validation, "valid")
+    mutations = sum((frame.sequence.str[i] != wt).astype(int) for i, wt in GB1_WILD_TYPE.items())
+    tables = {}
+    for name, chosen in (
+        ("gb1_m2", mutations <= 2),
+        ("gb1_m3", mutations == 3),
+        ("gb1_m4", mutations == 4),
+    ):
+        part = frame[chosen]
+        sample = pd.concat(
+            part[part.split == split].sample(count, random_state=seed)
+            for split, count in zip(("train", "valid", "test"), per_split, strict=True)
+        )
+        tables[name] = str(folder / f"{name}.csv")
+        sample.to_csv(tables[name], index=False)
+    return tables
+
+
 def run_user_config(workdir, user_config: dict):
     """The pipeline in `workdir` with a user's --configfile given after the demo's config.yaml
     (its tasks replace the demo's)."""
@@ -92,6 +118,24 @@ def yeast_run(shared_data, tmp_path_factory):
                 "columns": {"sequence": "sequence", "label": "target", "split": "split"},
                 "methods": ["lingo"],
             },
+            # GB1 by mutation order, ingested for continual learning only
+            **{
+                name: {
+                    "kind": "sequence_regression",
+                    "labels": labels,
+                    "columns": {"sequence": "sequence", "label": "target", "split": "split"},
+                    "methods": [],
+                }
+                for name, labels in gb1_by_mutations(shared_data, workdir).items()
+            },
+        },
+        # Domain-incremental: GB1 variants with at most 2 mutations, then 3, then 4.
+        "continual": {
+            "sequences": {"gb1_mutations": {"tasks": ["gb1_m2", "gb1_m3", "gb1_m4"]}},
+            "methods": ["lae", "online", "offline", "sequential"],
+            "orders": 2,
+            "epochs": 2,
+            "frozen_epochs": 1,
         },
         # All-vs-all: 300 yeast proteins (44,850 pairs) screened with the head.
         "predict": {
@@ -167,6 +211,28 @@ def test_gb1_lingo_allocates_its_rank_budget(yeast_run):
     assert set(gb1.method) == {"lingo"} and set(gb1.split) == {"valid", "test"}
     assert set(gb1.metric) == {"spearman", "pearson", "rmse", "mae"}
     check_metric_values(gb1)
+
+
+def test_gb1_by_mutation_order_learned_continually(yeast_run):
+    """LAE and sequential fine-tuning over three GB1 steps (at most 2, 3, 4 mutations) in two
+    orders: Spearman after every step on every step seen, the summaries and their means."""
+    table = pd.read_csv(yeast_run / "results" / "continual.tsv", sep="\t")
+    assert set(table.sequence) == {"gb1_mutations"} and set(table["mode"]) == {"domain"}
+    assert set(table.method) == {"lae", "online", "offline", "sequential"}
+    assert set(table.metric) == {"spearman"}
+    runs = table[table.statistic == "value"]
+    assert set(runs.order.astype(str)) == {"0", "1"}
+    cells = runs[runs.quantity == "a"]
+    assert len(cells) == 4 * 2 * 6  # methods, orders, a[t, j] for j <= t < 3
+    assert cells.value.between(-1, 1).all() and cells.value.notna().all()
+    counts = table[(table.statistic == "count") & (table.quantity == "A_last")]
+    assert (counts.value == 2).all() and len(counts) == 4
+    manifest = json.loads(
+        (yeast_run / "results/continual/gb1_mutations/lae/order0/seed0/manifest.json").read_text()
+    )
+    assert manifest["steps"] == ["gb1_m2", "gb1_m3", "gb1_m4"]
+    assert manifest["targets"]["kind"] == "regression"
+    check_figure(yeast_run / "results" / "figures" / "continual.png")
 
 
 def test_yeast_ppi_federated_two_clients_two_rounds(yeast_run):

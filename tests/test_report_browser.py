@@ -110,14 +110,16 @@ PROBE_BODY = """<script>
 </script>"""
 # The figures of the full demo's report, by category: every one must load in the browser.
 TASKS = ("interaction", "localization", "membrane", "rna_affinity", "stability")
+CONTINUAL_TASKS = ("compartments", "organism_a", "organism_b")  # methods: [], no embeddings
 FIGURES = {
-    "Data": [f"{task}.png" for task in TASKS],
+    "Data": [f"{task}.png" for task in sorted(TASKS + CONTINUAL_TASKS)],
     "Embeddings": [f"{task}.png" for task in TASKS],
     "Training": ["rank_allocation.png", "training_curves.png"],
     "Evaluation": ["metrics.png"],
     "Merging": ["localization.png", "stability.png"],
     "Linear mode connectivity": ["lmc.png"],
     "Federated": ["federated.png"],
+    "Continual": ["continual.png"],
     "Shapley": ["shapley.png"],
     "Pruning": ["pruning.png"],
     "Structures": ["complexes.png"],

@@ -21,6 +21,8 @@ ALL_SETTINGS = STEP_SETTINGS + list(methods.sections().values())
 # Keys Snakemake reads to decide what runs (which methods, tasks and seeds, how many threads),
 # and the GPU settings the workflow exports to its jobs (copra/job_environment.py).
 SNAKEMAKE_ONLY = {"methods", "seeds", "threads", "tasks", "gpu.cpu_fallback", "gpu.lock_dir"}
+# which continual jobs run (a job reads its own sequence's entry from the config it is passed)
+SNAKEMAKE_ONLY |= {f"continual.{key}" for key in ("sequences", "methods", "orders", "seeds")}
 SNAKEMAKE_ONLY |= {"predict.methods", "predict.seeds"} | {
     f"{section}.{key}"
     for section in methods.ANALYSES

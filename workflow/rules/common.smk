@@ -12,6 +12,7 @@ from snakemake.utils import update_config, validate
 
 sys.path.insert(0, workflow.basedir)
 from copra import methods  # noqa: E402
+from copra.continual import SequenceSpec, check_continual, learners  # noqa: E402
 from copra.config import (  # noqa: E402
     check_analysis_methods,
     check_keys,
@@ -75,6 +76,7 @@ def check_task_sections():
 
 
 exit_on_input_error(check_task_sections)
+exit_on_input_error(check_continual, config)
 
 put_copra_on_path(workflow.basedir)
 export_gpu_settings(config["gpu"])
@@ -103,9 +105,12 @@ def config_tree(keys, name=None):
     methods it trains with: adding one reruns none of the others)."""
     tree = {key: config[key] for key in keys}
     if name is not None:
-        entry = config["tasks"][name]
-        tree["tasks"] = {name: {k: v for k, v in entry.items() if k != "methods"}}
+        tree["tasks"] = {name: without_methods(config["tasks"][name])}
     return tree
+
+
+def without_methods(entry):
+    return {k: v for k, v in entry.items() if k != "methods"}
 
 
 def snapshot(keys, name=None):
@@ -356,6 +361,61 @@ def federated_tables():
     )
 
 
+CONTINUAL = config["continual"]
+SEQUENCES = {
+    name: SequenceSpec.from_config(name, entry)
+    for name, entry in CONTINUAL["sequences"].items()
+}
+
+
+# a job's own sequence is passed (without its methods); which jobs run is not read by them
+UNREAD_BY_JOBS = ("sequences", "methods", "orders", "seeds")
+
+
+def continual_folders():
+    """The folder of every continual job: sequence, learner, order and seed."""
+    return [
+        f"results/continual/{name}/{learner}/order{order}/seed{seed}"
+        for name, spec in SEQUENCES.items()
+        for learner in learners(spec.methods_of(CONTINUAL))
+        for order in range(spec.order_count(CONTINUAL["orders"]))
+        for seed in CONTINUAL["seeds"]
+    ]
+
+
+def continual_inputs(wildcards):
+    """The ingested tables and sequence tables of the sequence's tasks, and the weights."""
+    inputs = {"weights": weights_input(wildcards)}
+    for name in SEQUENCES[wildcards.sequence].task_names:
+        inputs[f"table_{name}"] = f"results/{name}/data/table.tsv"
+        inputs[f"sequences_{name}"] = f"results/{name}/data/sequences.tsv"
+    return inputs
+
+
+def continual_tasks(wildcards, input):
+    """`--task NAME TABLE SEQUENCES` of each task of the sequence."""
+    return " ".join(
+        f"--task {quoted(name, input[f'table_{name}'], input[f'sequences_{name}'])}"
+        for name in SEQUENCES[wildcards.sequence].task_names
+    )
+
+
+def continual_config(wildcards):
+    """What a job reads: the backbone, head, fine-tuning, its sequence, its tasks' entries and
+    the PET's sections (not the other sequences, nor the methods, orders and seeds)."""
+    spec = SEQUENCES[wildcards.sequence]
+    pet = methods.get(CONTINUAL["pet"])
+    tree = config_tree([*BACKBONE, "head", "finetune", *pet.sections])
+    tree["continual"] = {
+        **{k: v for k, v in CONTINUAL.items() if k not in UNREAD_BY_JOBS},
+        "sequences": {spec.name: without_methods(CONTINUAL["sequences"][spec.name])},
+    }
+    tree["tasks"] = {
+        name: without_methods(config["tasks"][name]) for name in spec.task_names
+    }
+    return json.dumps(tree, sort_keys=True)
+
+
 def run_inputs(wildcards):
     """The run being measured, and its task's data."""
     inputs = adapter_run_files(wildcards.task, wildcards.method, wildcards.seed)
@@ -565,4 +625,6 @@ def all_targets():
         ]
     if config["federated"]["methods"]:
         targets += ["results/federated.tsv", "results/figures/federated.png"]
+    if continual_folders():
+        targets += ["results/continual.tsv", "results/figures/continual.png"]
     return targets + prediction_files()
