@@ -16,15 +16,24 @@ ANALYSES = ("lmc", "merging", "federated", "continual", "shapley", "pruning", "p
 
 def _head_only() -> tuple[str, ...]:
     """`methods=[head]`, the same for every demo task with methods of its own (but those of
-    continual sequences only: `methods: []`), and every analysis switched off."""
+    continual sequences only: `methods: []`), and every analysis switched off (continual: also
+    each sequence with methods of its own)."""
     import yaml
 
-    tasks = yaml.safe_load((REPO / "config.yaml").read_text())["tasks"]
-    own = {name: {"methods": ["head"]} for name, entry in tasks.items() if entry.get("methods")}
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    own = {
+        name: {"methods": ["head"]} for name, entry in demo["tasks"].items() if entry.get("methods")
+    }
+    sequences = {
+        name: {"methods": []}
+        for name, entry in demo["continual"]["sequences"].items()
+        if "methods" in entry
+    }
     return (
         "methods=[head]",
         f"tasks={json.dumps(own)}",
-        *(f'{section}={{"methods": []}}' for section in ANALYSES),
+        *(f'{section}={{"methods": []}}' for section in ANALYSES if section != "continual"),
+        f"continual={json.dumps({'methods': [], 'sequences': sequences})}",
     )
 
 
