@@ -356,7 +356,7 @@ class Job:
         table_path = self.step_dir(t) / "table.tsv"
         write_manifest(
             folder / "manifest.json",
-            inputs=[tmp / "table.tsv"],
+            named_inputs={table_path: tmp / "table.tsv"},  # where it lies once the step is in place
             method=run.pet.name,
             kind=run.kind,
             training_table=str(table_path),
@@ -369,10 +369,6 @@ class Job:
             **run.pet.settings_record(),
             continual=self.record(t, EXPERT_NAMES[name]),
         )
-        # the manifest names the table where it lies once the step folder is in place
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["inputs"] = {str(table_path): file_sha256(tmp / "table.tsv")}
-        write_text(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     def record(self, t: int | None = None, expert: str | None = None) -> dict:
         sequence = self.sequence

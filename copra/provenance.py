@@ -86,15 +86,19 @@ def hardware() -> dict:
     return info
 
 
-def write_manifest(path, *, inputs=(), config=None, **fields) -> dict:
-    """Write `manifest.json`: the fields given, versions, and the sha256 of every input file."""
+def write_manifest(path, *, inputs=(), config=None, named_inputs=None, **fields) -> dict:
+    """Write `manifest.json`: the fields given, versions, and the sha256 of every input file
+    (`named_inputs`: {the name to record: the file now}, for a file that is yet to be moved)."""
     manifest = {
         **fields,
         "config": config,
         "versions": package_versions(),
         "git_commit": git_commit(),
         "hardware": hardware(),
-        "inputs": {str(p): file_sha256(p) for p in inputs if Path(p).is_file()},
+        "inputs": {
+            **{str(p): file_sha256(p) for p in inputs if Path(p).is_file()},
+            **{str(name): file_sha256(p) for name, p in (named_inputs or {}).items()},
+        },
     }
     write_text(path, json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
     return manifest
