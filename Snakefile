@@ -38,6 +38,7 @@ include: "workflow/rules/shapley.smk"
 include: "workflow/rules/pruning.smk"
 include: "workflow/rules/rank_allocation.smk"
 include: "workflow/rules/continual.smk"
+include: "workflow/rules/design.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/predict.smk"
 

@@ -199,6 +199,52 @@ def cmd_continual(args):
     run_continual(inputs, args.output_dir, job, training, config_snapshot=_snapshot(args))
 
 
+def _design(args) -> tuple[str, s.DesignSettings]:
+    """The design problem's name and its `design:` entry (the config must hold it)."""
+    entry = (args.config.get("design") or {}).get(args.design)
+    if entry is None:
+        raise InputError(
+            f"design {args.design!r} is not in the config's design: section "
+            "(give --config-json with its entry)"
+        )
+    return args.design, s.from_section(s.DesignSettings, entry)
+
+
+def cmd_design_data(args):
+    from copra.design_data import prepare_design
+
+    name, settings = _design(args)
+    kind = ((args.config.get("tasks") or {}).get(settings.task) or {}).get("kind")
+    if kind is None:
+        raise InputError(f"design.{name}.task {settings.task!r} has no tasks: entry with a kind")
+    prepare_design(
+        args.table,
+        args.sequences,
+        args.output_dir,
+        name,
+        kind,
+        settings,
+        _model(args),
+        config_snapshot=_snapshot(args),
+    )
+
+
+def cmd_design(args):
+    from copra.design import run_design
+
+    name, settings = _design(args)
+    run_design(
+        args.data_dir,
+        args.output_dir,
+        name,
+        settings,
+        _model(args),
+        args.seed,
+        methods=args.method,
+        config_snapshot=_snapshot(args),
+    )
+
+
 def cmd_merge(args):
     from copra.merging import merge_seeds, merge_tasks
 
@@ -440,6 +486,27 @@ def _parsers(sub) -> None:
     p = add("gather-continual", gather, help)
     _required(p, "--output", "--figure")
     p.add_argument("inputs", nargs="+", help="results/continual/<sequence>/.../predictions.tsv")
+
+    help = "a design problem's data: its offline set's LM features and the oracle"
+    p = add("design-data", cmd_design_data, help)
+    _model_options(p)
+    p.add_argument("--design", required=True, help="its name in the config's design: section")
+    _required(p, "--table", "--sequences", "--output-dir")
+
+    p = add("design", cmd_design, "design sequences with every method of a design problem")
+    _model_options(p)
+    p.add_argument("--design", required=True, help="its name in the config's design: section")
+    p.add_argument("--data-dir", required=True, help="what copra design-data wrote")
+    p.add_argument("--seed", type=int, required=True)
+    help = "run only these of its methods (repeatable; random reads its match's saved designs)"
+    p.add_argument("--method", action="append", help=help)
+    p.add_argument("--output-dir", required=True, help="<method>/seed<k>/ folders go here")
+
+    gather = _call("copra.design_metrics:gather_design", "inputs", "output", "figure")
+    help = "the design scores of every method and seed, and their figure"
+    p = add("gather-design", gather, help, config=False)
+    _required(p, "--output", "--figure")
+    p.add_argument("inputs", nargs="+", help="results/design/<name>/<method>/seed<k>/designs.tsv")
 
     paths = ("run_a", "run_b", "table", "sequences", "output")
     lmc = _call("copra.lmc:run_lmc", *paths, task="task", settings=s.LmcSettings, model=_model)

@@ -172,10 +172,14 @@ def validate_sections(tree: dict, path) -> None:
         except jsonschema.ValidationError as error:
             where = ".".join([key, *map(str, error.absolute_path)])
             raise InputError(f"config key '{where}': {error.message}", path=path) from None
-    if "continual" in tree and "tasks" in tree:
+    if "tasks" in tree:
         from copra.continual import check_continual
+        from copra.design_problems import check_design
 
-        try:
-            check_continual(tree)
-        except InputError as error:
-            raise InputError(str(error), path=path) from None
+        for section, check in (("continual", check_continual), ("design", check_design)):
+            if section not in tree:
+                continue
+            try:
+                check(tree)
+            except InputError as error:
+                raise InputError(str(error), path=path) from None

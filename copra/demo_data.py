@@ -42,6 +42,8 @@ FILES = (
     "organisms.fasta",
     "organism_a.tsv",
     "organism_b.tsv",
+    "variants.fasta",
+    "fitness.tsv",
     *demo_complexes.FILES,
 )
 
@@ -159,6 +161,30 @@ def continual_tasks(rng, n: int, folder: Path) -> None:
     write_fasta(folder / "organisms.fasta", organisms)
 
 
+DESIGNED = (4, 11, 19)  # the positions of the design task's variants
+
+
+def design_task(rng, n: int, folder: Path) -> None:
+    """variants.fasta and fitness.tsv: substitutions of one parent at three positions whose
+    fitness is a known additive function of the residues there (the oracle can fit it exactly),
+    for offline design; the parent is variant_0000."""
+    parent = _protein(rng, 28, "A", 0.0)
+    effects = rng.normal(0.0, 1.0, size=(len(DESIGNED), len(BACKGROUND)))
+    codes = np.unique(rng.integers(0, len(BACKGROUND), size=(n, len(DESIGNED))), axis=0)
+    parent_codes = [BACKGROUND.index(parent[p]) for p in DESIGNED]
+    codes = np.vstack([parent_codes, codes[(codes != parent_codes).any(1)]])
+    records, fitness = [], []
+    for i, row in enumerate(codes):
+        chars = list(parent)
+        for position, code in zip(DESIGNED, row, strict=True):
+            chars[position] = BACKGROUND[code]
+        records.append((f"variant_{i:04d}", "".join(chars)))
+        fitness.append(round(float(effects[np.arange(len(DESIGNED)), row].sum()), 4))
+    write_fasta(folder / "variants.fasta", records)
+    table = {"id": [r[0] for r in records], "label": fitness, "split": _splits(rng, len(records))}
+    write_table(folder / "fitness.tsv", pd.DataFrame(table))
+
+
 def new_proteins(rng, n: int, folder: Path) -> None:
     """new_proteins.fasta: proteins no task trained on, to predict (with, last, a copy of the
     first training protein, which predictions mark as seen in training)."""
@@ -199,5 +225,6 @@ def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) 
     continual_tasks(rng, n_sequences, folder)
     demo_complexes.write_demo_complexes(folder, n_complexes, seed)
     new_complexes(folder, 4, seed + 1)
+    design_task(np.random.default_rng(seed + 2), 2 * n_sequences, folder)
     structures = [demo_complexes.STRUCTURES, NEW_STRUCTURES]
     return [folder / name for name in [*FILES, *structures]]

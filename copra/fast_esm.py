@@ -63,10 +63,15 @@ def fast_path_supported(model) -> bool:
     )
 
 
-def esm2_representation(model: "esm.ESM2", tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """`model(tokens, repr_layers=[layer])["representations"][layer]` for inference, faster."""
+def esm2_representation(
+    model: "esm.ESM2", tokens: torch.Tensor, layer: int, embedded: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`model(tokens, repr_layers=[layer])["representations"][layer]` for inference, faster.
+
+    `embedded` (B, T, E), when given, replaces `embed_tokens(tokens)` (before fair-esm's scale and
+    token-dropout rescaling): a soft embedding, e.g. of a one-hot's straight-through estimate."""
     padding = tokens.eq(model.padding_idx)
-    x = model.embed_scale * model.embed_tokens(tokens)
+    x = model.embed_scale * (model.embed_tokens(tokens) if embedded is None else embedded)
     if model.token_dropout:  # fair-esm's rescaling for the 15% x 80% masking of training
         masked = tokens == model.mask_idx
         x = x.masked_fill(masked.unsqueeze(-1), 0.0)

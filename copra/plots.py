@@ -558,3 +558,31 @@ def _continual_matrix(ax, part: pd.DataFrame, method: str, metric: str) -> None:
     ax.set_ylabel("after step t")
     ax.set_title(f"{method}: {metric} a[t, j]", fontsize=9)
     ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+
+
+def plot_design(scores: pd.DataFrame, table: pd.DataFrame, output) -> None:
+    """One panel per design problem: the measured data (its offline part, all of it) and each
+    method's designs (all seeds) scored by the oracle, normalised by the data's range; the
+    offline set's best (D(best)) dashed."""
+    designs = list(dict.fromkeys(scores.design))
+    width = 1.6 + 0.7 * scores.groupby("design").method.nunique().max()
+    fig, axes = plt.subplots(1, len(designs), figsize=(width * len(designs), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], designs, strict=False):
+        part = scores[scores.design == name]
+        groups = list(dict.fromkeys(part.method))
+        values = [part.score[part.method == g].to_numpy() for g in groups]
+        box = ax.boxplot(values, widths=0.6, showfliers=False, patch_artist=True)
+        for patch, group in zip(box["boxes"], groups, strict=True):
+            patch.set_facecolor("0.85" if group.endswith("data") else f"C{groups.index(group)}")
+            patch.set_alpha(0.6)
+        rng = np.random.default_rng(0)
+        for i, value in enumerate(values, start=1):
+            shown = value if value.size <= 400 else rng.choice(value, 400, replace=False)
+            jitter = rng.uniform(-0.15, 0.15, shown.size)
+            ax.scatter(i + jitter, shown, s=4, color="0.2", alpha=0.5, linewidths=0)
+        best = table[(table.design == name) & (table.seed == "all")].offline_best.iloc[0]
+        ax.axhline(best, color="0.3", linestyle="--", linewidth=1)
+        ax.set_xticks(range(1, len(groups) + 1), groups, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("score (oracle; data: measured), normalised")
+        ax.set_title(f"{name} (dashed: offline best)", fontsize=9)
+    _save(fig, output)

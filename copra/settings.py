@@ -366,3 +366,21 @@ class ContinualSettings:
         if self.ema_decay is not None:
             return self.ema_decay
         return (1.0 - self.offline_move) ** (1.0 / max(steps, 1))
+
+
+@settings("design.<name>")
+class DesignSettings:
+    """One `design:` entry: the task whose variants are the data, what is designed and how."""
+
+    task: str
+    positions: list[int] | str
+    offline_quantile: float
+    max_offline: int | None
+    starts: int
+    methods: list[str]
+    steps: int
+    learning_rate: float
+    eta: float
+    random_matches: str
+    reference: str | None
+    seeds: list[int]

@@ -40,12 +40,18 @@ def test_every_default_is_the_schema_default():
 
 def test_every_schema_key_is_read_by_a_step():
     read = {key for cls in ALL_SETTINGS for key in cls.config_keys.values()}
+    by_name = {key.rsplit(".", 1)[0] for key in read if ".<name>." in key} - {"tasks.<name>"}
     read = {key.removeprefix("tasks.<name>.") for key in read} | {"weights_dir"}
     unread = []
     for section, node in config.schema()["properties"].items():
         keys = node.get("properties", {})
         unread += [f"{section}.{key}" for key in keys if f"{section}.{key}" not in read]
-        if not keys and section not in read:
+        entries = (node.get("additionalProperties") or {}).get("properties", {})
+        if f"{section}.<name>" in by_name:  # entries by name (design): every key of one is read
+            unread += [
+                f"{section}.<name>.{k}" for k in entries if f"{section}.<name>.{k}" not in read
+            ]
+        if not keys and not entries and section not in read:
             unread.append(section)
     assert sorted(set(unread) - SNAKEMAKE_ONLY) == []
     entry = config.schema_node("tasks.<name>")["properties"]

@@ -20,6 +20,7 @@ from copra.config import (  # noqa: E402
     schema_node,
 )
 from copra.demo_data import FILES as DEMO_FILES  # noqa: E402
+from copra.design_problems import check_design, design_folders, problems  # noqa: E402
 from copra.errors import InputError  # noqa: E402
 from copra.job_environment import export_gpu_settings, put_copra_on_path  # noqa: E402
 from copra.settings import rank_free  # noqa: E402
@@ -77,6 +78,7 @@ def check_task_sections():
 
 exit_on_input_error(check_task_sections)
 exit_on_input_error(check_continual, config)
+exit_on_input_error(check_design, config)
 
 put_copra_on_path(workflow.basedir)
 export_gpu_settings(config["gpu"])
@@ -587,6 +589,48 @@ def predict_config(wildcards):
     return json.dumps(tree, sort_keys=True)
 
 
+# --- design: offline sequence design on a regression task's variants ------------------------
+
+DESIGNS = problems(config)
+
+
+def design_data_inputs(wildcards):
+    """The design's task data (ingested) and the weights."""
+    data = f"results/{DESIGNS[wildcards.design].task}/data"
+    return {
+        "table": f"{data}/table.tsv",
+        "sequences": f"{data}/sequences.tsv",
+        "weights": weights_input(wildcards),
+    }
+
+
+def design_inputs(wildcards):
+    """The design's data; random also reads the designs whose distances it copies."""
+    data = f"results/design/{wildcards.design}/data"
+    inputs = {
+        name: f"{data}/{name}.{ext}"
+        for name, ext in (("variants", "tsv"), ("offline", "npz"), ("oracle", "json"))
+    }
+    inputs["landscape"] = f"{data}/landscape.json"
+    inputs["weights"] = weights_input(wildcards)
+    if wildcards.method == "random":
+        matches = DESIGNS[wildcards.design].random_matches
+        inputs["matched"] = (
+            f"results/design/{wildcards.design}/{matches}/seed{wildcards.seed}/designs.tsv"
+        )
+    return inputs
+
+
+def design_config(wildcards):
+    """What a design job reads: the backbone, its design entry, its task's entry."""
+    entry = {
+        k: v for k, v in config["design"][wildcards.design].items() if k != "seeds"
+    }
+    tree = config_tree(BACKBONE, DESIGNS[wildcards.design].task)
+    tree["design"] = {wildcards.design: entry}
+    return json.dumps(tree, sort_keys=True)
+
+
 def prediction_files():
     return [
         f"results/predictions/{name}/{method}.tsv"
@@ -627,4 +671,6 @@ def all_targets():
         targets += ["results/federated.tsv", "results/figures/federated.png"]
     if continual_folders():
         targets += ["results/continual.tsv", "results/figures/continual.png"]
+    if DESIGNS:
+        targets += ["results/design.tsv", "results/figures/design.png"]
     return targets + prediction_files()
