@@ -17,7 +17,7 @@ ANALYSES = ("lmc", "merging", "federated", "continual", "shapley", "pruning", "p
 def _head_only() -> tuple[str, ...]:
     """`methods=[head]`, the same for every demo task with methods of its own (but those of
     continual sequences only: `methods: []`), and every analysis switched off (continual: also
-    each sequence with methods of its own)."""
+    each sequence with methods of its own; design: each problem)."""
     import yaml
 
     demo = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -29,11 +29,13 @@ def _head_only() -> tuple[str, ...]:
         for name, entry in demo["continual"]["sequences"].items()
         if "methods" in entry
     }
+    designs = {name: {"methods": []} for name in demo.get("design") or {}}
     return (
         "methods=[head]",
         f"tasks={json.dumps(own)}",
         *(f'{section}={{"methods": []}}' for section in ANALYSES if section != "continual"),
         f"continual={json.dumps({'methods': [], 'sequences': sequences})}",
+        f"design={json.dumps(designs)}",
     )
 
 

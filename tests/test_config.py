@@ -1,10 +1,11 @@
 """The config schema: defaults in one place, misspelled keys named, wrong values refused."""
 
+import json
 import re
 
 import pytest
 import yaml
-from conftest import ANALYSES, REPO, snakemake
+from conftest import ANALYSES, HEAD_ONLY, REPO, snakemake
 
 from copra import config
 from copra.errors import InputError
@@ -100,6 +101,9 @@ def test_machinery_tests_switch_off_every_analysis():
         if "methods" in spec.get("properties", {})
     }
     assert sections == set(ANALYSES)
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    (design,) = [json.loads(v.split("=", 1)[1]) for v in HEAD_ONLY if v.startswith("design=")]
+    assert design == {name: {"methods": []} for name in demo["design"]}
 
 
 def test_rules_pass_their_config_sections_in_one_hop(tmp_path):

@@ -37,11 +37,17 @@ def check_metric_values(metrics: pd.DataFrame) -> None:
     ).all()
 
 
-def gb1_subset(shared_data, folder, per_split=(40, 20, 20), seed=0):
-    """GB1 variants (FLIP's sampled split) with a split column from its `set` and `validation`."""
+def gb1_with_splits(shared_data) -> pd.DataFrame:
+    """All 8,733 GB1 variants (FLIP's sampled split), a split column from `set` and `validation`."""
     frame = pd.read_csv(shared_data / "gb1" / "sampled.csv")
     validation = frame["validation"].astype(str).str.lower() == "true"
     frame["split"] = frame["set"].where(~validation, "valid")
+    return frame
+
+
+def gb1_subset(shared_data, folder, per_split=(40, 20, 20), seed=0):
+    """GB1 variants sampled per split."""
+    frame = gb1_with_splits(shared_data)
     chosen = pd.concat(
         frame[frame.split == split].sample(count, random_state=seed)
         for split, count in zip(("train", "valid", "test"), per_split, strict=True)
@@ -57,9 +63,7 @@ GB1_WILD_TYPE = {38: "V", 39: "D", 40: "G", 53: "V"}  # V39, D40, G41, V54 (0-ba
 def gb1_by_mutations(shared_data, folder, per_split=(30, 12, 12), seed=0) -> dict[str, str]:
     """Three GB1 tasks by mutation count (at most 2, 3, 4 of the four sites) with FLIP's splits:
     {task name: label table}."""
-    frame = pd.read_csv(shared_data / "gb1" / "sampled.csv")
-    validation = frame["validation"].astype(str).str.lower() == "true"
-    frame["split"] = frame["set"].where(~validation, "valid")
+    frame = gb1_with_splits(shared_data)
     mutations = sum((frame.sequence.str[i] != wt).astype(int) for i, wt in GB1_WILD_TYPE.items())
     tables = {}
     for name, chosen in (
@@ -75,6 +79,12 @@ def gb1_by_mutations(shared_data, folder, per_split=(30, 12, 12), seed=0) -> dic
         tables[name] = str(folder / f"{name}.csv")
         sample.to_csv(tables[name], index=False)
     return tables
+
+
+def gb1_landscape(shared_data, folder):
+    path = folder / "gb1_landscape.csv"
+    gb1_with_splits(shared_data).to_csv(path, index=False)
+    return path
 
 
 def run_user_config(workdir, user_config: dict):
@@ -118,6 +128,13 @@ def yeast_run(shared_data, tmp_path_factory):
                 "columns": {"sequence": "sequence", "label": "target", "split": "split"},
                 "methods": ["lingo"],
             },
+            # All of GB1, ingested for offline design only
+            "gb1_landscape": {
+                "kind": "sequence_regression",
+                "labels": str(gb1_landscape(shared_data, workdir)),
+                "columns": {"sequence": "sequence", "label": "target", "split": "split"},
+                "methods": [],
+            },
             # GB1 by mutation order, ingested for continual learning only
             **{
                 name: {
@@ -128,6 +145,17 @@ def yeast_run(shared_data, tmp_path_factory):
                 }
                 for name, labels in gb1_by_mutations(shared_data, workdir).items()
             },
+        },
+        # Offline design on all of GB1 (the oracle's data), from its lower half (128 of them
+        # embedded for the proxy); 8 starts, 2 steps, every method.
+        "design": {
+            "gb1": {
+                "task": "gb1_landscape",
+                "max_offline": 128,
+                "starts": 8,
+                "steps": 2,
+                "reference": "VDGV",
+            }
         },
         # Domain-incremental: GB1 variants with at most 2 mutations, then 3, then 4.
         "continual": {
@@ -184,6 +212,40 @@ def test_yeast_ppi_head_baseline(yeast_run):
     assert set(metrics.metric) == {"aupr", "auroc", "mcc", "accuracy", "f1_macro"}
     assert len(metrics) == 2 * 5 and set(metrics.split) == {"valid", "test"}
     check_metric_values(metrics)
+
+
+def test_gb1_designed_from_its_lower_half(yeast_run):
+    """Offline design on GB1's measured landscape through Snakemake: its four sites found, the
+    lower half offline, the oracle fitted on all 8,733 variants (held-out Spearman reported),
+    every method's designs changing only the four sites, looked up among the measured."""
+    data = yeast_run / "results/design/gb1/data"
+    landscape = json.loads((data / "landscape.json").read_text())
+    assert landscape["positions"] == [38, 39, 40, 53]  # auto: where GB1's variants differ
+    assert landscape["variants"] == 8733 and landscape["reference_measured"]
+    assert landscape["reference_fitness"] == 1.0  # the wild type VDGV
+    assert landscape["oracle_spearman"] > 0.8, landscape  # 0.90 measured
+    variants = pd.read_csv(data / "variants.tsv", sep="\t")
+    offline = variants[variants.offline]
+    assert len(offline) == 128 and offline.label.max() <= variants.label.median()
+    table = pd.read_csv(yeast_run / "results" / "design.tsv", sep="\t", dtype={"seed": str})
+    runs = table[table.seed == "0"]
+    assert set(runs.method) == {"bib", "bdi", "gradient_ascent", "forward", "backward", "random"}
+    assert runs.offline_best.iloc[0] == pytest.approx(offline.label.max() / variants.label.max())
+    measured = dict(zip(variants.sequence, variants.label, strict=True))
+    for method in runs.method:
+        designs = pd.read_csv(data.parent / method / "seed0" / "designs.tsv", sep="\t")
+        assert len(designs) == 8 and designs.sequence.str.len().eq(265).all()
+        for row in designs.itertuples():
+            changed = {
+                i
+                for i, (a, b) in enumerate(zip(row.sequence, offline.sequence.iloc[0], strict=True))
+                if a != b
+            }
+            assert changed <= {38, 39, 40, 53}
+            assert row.measured == (row.sequence in measured)
+            if row.measured:
+                assert row.measured_label == measured[row.sequence]
+    check_figure(yeast_run / "results" / "figures" / "design.png")
 
 
 def test_gb1_lingo_allocates_its_rank_budget(yeast_run):

@@ -110,9 +110,10 @@ PROBE_BODY = """<script>
 </script>"""
 # The figures of the full demo's report, by category: every one must load in the browser.
 TASKS = ("interaction", "localization", "membrane", "rna_affinity", "stability")
-CONTINUAL_TASKS = ("compartments", "organism_a", "organism_b")  # methods: [], no embeddings
+# methods: [] (continual learning, design only): no embeddings
+UNTRAINED_TASKS = ("compartments", "organism_a", "organism_b", "fitness")
 FIGURES = {
-    "Data": [f"{task}.png" for task in sorted(TASKS + CONTINUAL_TASKS)],
+    "Data": [f"{task}.png" for task in sorted(TASKS + UNTRAINED_TASKS)],
     "Embeddings": [f"{task}.png" for task in TASKS],
     "Training": ["rank_allocation.png", "training_curves.png"],
     "Evaluation": ["metrics.png"],
@@ -120,6 +121,7 @@ FIGURES = {
     "Linear mode connectivity": ["lmc.png"],
     "Federated": ["federated.png"],
     "Continual": ["continual.png"],
+    "Design": ["design.png"],
     "Shapley": ["shapley.png"],
     "Pruning": ["pruning.png"],
     "Structures": ["complexes.png"],

@@ -25,7 +25,7 @@ DEMO_TASKS = {"localization", "membrane", "stability", "interaction", "rna_affin
 # The demo's head baseline on SLURM: the rules that run as SLURM jobs (the rest are localrules),
 # and how many of each. Fine-tuning (minutes a job on 2 CPU cores) is left to test_pipeline.py.
 SLURM_RULES = {
-    "ingest": 4 + 3,  # and the three tasks of continual sequences (methods: [])
+    "ingest": 4 + 4,  # and the tasks of continual sequences and of design (methods: [])
     "ingest_complexes": 1,
     "embed": 4,
     "embed_residues": 1,
@@ -47,6 +47,8 @@ GPU_RULES = {
     "merge_tasks",
     "federate",
     "continual",
+    "design_data",
+    "design",
     "shapley",
     "pruning",
     "predict",
