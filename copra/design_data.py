@@ -201,6 +201,7 @@ def prepare_design(
             inputs=[table_path, sequences_path],
             config=config_snapshot,
             design=name,
+            offline_sample_seed=0 if settings.max_offline is not None else None,
             backbone={"name": backbone.name, "weights": backbone.weights_id},
             device=str(device),
             **summary,

@@ -53,8 +53,8 @@ class Proxy:
 
     @classmethod
     def fit(cls, features, labels) -> "Proxy":
-        phi = torch.as_tensor(features, dtype=torch.float64)
-        raw = torch.as_tensor(labels, dtype=torch.float64)
+        phi = torch.tensor(features, dtype=torch.float64)
+        raw = torch.tensor(labels, dtype=torch.float64)
         mean, std = float(raw.mean()), float(raw.std())
         z = (raw - mean) / (std if std > 0 else 1.0)
         return cls(phi, z, ridge_head(phi, z), bootstrap_heads(phi, z), mean, std)

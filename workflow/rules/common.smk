@@ -622,13 +622,22 @@ def design_inputs(wildcards):
 
 
 def design_config(wildcards):
-    """What a design job reads: the backbone, its design entry, its task's entry."""
-    entry = {
-        k: v for k, v in config["design"][wildcards.design].items() if k != "seeds"
-    }
-    tree = config_tree(BACKBONE, DESIGNS[wildcards.design].task)
-    tree["design"] = {wildcards.design: entry}
-    return json.dumps(tree, sort_keys=True)
+    """What a design job reads: the backbone, its design entry (but which methods and seeds
+    run) and its task's entry."""
+    return json.dumps(design_tree(wildcards.design, ("methods", "seeds")), sort_keys=True)
+
+
+def design_data_config(wildcards):
+    """What the data job reads: the keys that shape the data (not how designs are made)."""
+    made_by_jobs = ("methods", "seeds", "steps", "learning_rate", "eta", "random_matches")
+    return json.dumps(design_tree(wildcards.design, made_by_jobs), sort_keys=True)
+
+
+def design_tree(name, left_out):
+    entry = config["design"][name]
+    tree = config_tree(BACKBONE, DESIGNS[name].task)
+    tree["design"] = {name: {k: v for k, v in entry.items() if k not in left_out}}
+    return tree
 
 
 def prediction_files():

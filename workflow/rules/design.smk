@@ -25,7 +25,7 @@ rule design_data:
         gpu=1,
     params:
         folder=subpath(output.variants, parent=True),
-        config=design_config,
+        config=design_data_config,
     shell:
         "copra --threads {threads} design-data --design {wildcards.design}"
         " --table {input.table} --sequences {input.sequences}"
@@ -54,7 +54,7 @@ rule design:
         gpu=1,
     params:
         data=subpath(input.variants, parent=True),
-        folder=lambda wildcards: f"results/design/{wildcards.design}",
+        folder=subpath(output.designs, ancestor=3),
         config=design_config,
     shell:
         "copra --threads {threads} design --design {wildcards.design}"
