@@ -624,12 +624,21 @@ def design_inputs(wildcards):
 def design_config(wildcards):
     """What a design job reads: the backbone, its design entry (but which methods and seeds
     run) and its task's entry."""
-    return json.dumps(design_tree(wildcards.design, ("methods", "seeds")), sort_keys=True)
+    return json.dumps(
+        design_tree(wildcards.design, ("methods", "seeds")), sort_keys=True
+    )
 
 
 def design_data_config(wildcards):
     """What the data job reads: the keys that shape the data (not how designs are made)."""
-    made_by_jobs = ("methods", "seeds", "steps", "learning_rate", "eta", "random_matches")
+    made_by_jobs = (
+        "methods",
+        "seeds",
+        "steps",
+        "learning_rate",
+        "eta",
+        "random_matches",
+    )
     return json.dumps(design_tree(wildcards.design, made_by_jobs), sort_keys=True)
 
 
