@@ -229,11 +229,13 @@ def test_demo_designs_sequences_that_beat_the_offline_set(demo_run, tmp_path):
     assert len(table[table.seed == "all"]) == 6
     check_figure(demo_run / "results" / "figures" / "design.png")
     designs = demo_run / "results/design/fitness/bib/seed0/designs.fasta"
-    run = demo_run / "results/stability/head/seed0"
+    run, table = demo_run / "results/stability/head/seed0", "results/stability/data/table.tsv"
     argv = ["predict", "--run", run, "--sequences", designs, "--output", tmp_path / "scored.tsv"]
-    assert main([*map(str, argv), "--model", "esm2_t6_8M_UR50D", "--weights", "random"]) == 0
+    argv += ["--training-table", demo_run / table, "--model", "esm2_t6_8M_UR50D"]
+    assert main([*map(str, argv), "--weights", "random"]) == 0
     scored = pd.read_csv(tmp_path / "scored.tsv", sep="\t")
-    assert len(scored) == 16 and scored.filter(like="score").notna().all().all()
+    assert scored.id.tolist() == [f"fitness_bib_seed0_{i:03d}" for i in range(16)]
+    assert scored.prediction.notna().all() and not scored.in_training.any()
 
 
 def test_demo_measures_shapley_values_and_pruning(demo_run):
