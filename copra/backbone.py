@@ -13,12 +13,12 @@ import esm
 import torch
 
 from copra.errors import InputError
+from copra.hf_checkpoint import esm2_from_hf, hub_snapshot, is_hf_folder, tensor_checksum
 from copra.weights import (
     ESM2_ARCHITECTURES,
     FAIR_ESM_URL,
     check_name,
     checkpoint_path,
-    checkpoint_sha256,
     fetch_weights,
     regression_path,
 )
@@ -46,7 +46,9 @@ def load_backbone(
     weights_dir=None,
     download_url: str = FAIR_ESM_URL,
 ) -> Backbone:
-    """Load ESM-2 `name` with weights "random" (seeded), "pretrained" (fetched) or a .pt path."""
+    """Load ESM-2 `name` with weights "random" (seeded), "pretrained" (fair-esm's, fetched),
+    "huggingface" (facebook/<name> from the hub cache, offline), a fair-esm .pt path or a Hugging
+    Face checkpoint folder; the weights id is the checksum of the tensors, whatever the source."""
     if weights == "random":
         model, alphabet = _random_model(name, seed)
         weights_id = f"random-seed{seed}"
@@ -55,10 +57,15 @@ def load_backbone(
             path = checkpoint_path(name, weights_dir)
             if not path.is_file():
                 fetch_weights(name, weights_dir, download_url)
+        elif weights == "huggingface":
+            path = hub_snapshot(name)
         else:
             path = Path(weights)
-        model, alphabet = _checkpoint_model(name, path)
-        weights_id = f"sha256:{checkpoint_sha256(path)}"
+        if is_hf_folder(path):
+            model, alphabet = esm2_from_hf(path, name, ESM2_ARCHITECTURES.get(name))
+        else:
+            model, alphabet = _checkpoint_model(name, path)
+        weights_id = f"tensors-sha256:{tensor_checksum(model)}"
     model.eval()
     return Backbone(model, alphabet, name, weights_id, model.num_layers, model.embed_dim)
 
@@ -77,7 +84,11 @@ def _random_model(name: str, seed: int):
 def _checkpoint_model(name: str, path: Path):
     """Build ESM-2 from fair-esm checkpoint `path` (and its contact regression, if beside it)."""
     if path.is_dir():
-        raise InputError("is a folder, not a fair-esm .pt checkpoint; name the file", path=path)
+        raise InputError(
+            "is a folder without config.json: neither a Hugging Face checkpoint folder nor a "
+            "fair-esm .pt checkpoint (name the file)",
+            path=path,
+        )
     if not path.is_file():
         raise InputError("checkpoint file not found", path=path)
     model_data = safe_load(path)

@@ -18,6 +18,7 @@ import torch
 
 from copra.backbone import ESM2_ARCHITECTURES, load_backbone
 from copra.errors import InputError
+from copra.hf_checkpoint import tensor_checksum
 from copra.weights import checkpoint_path, checkpoint_sha256, fetch_weights
 from tests.esm_checkpoints import write_fair_esm_checkpoint
 
@@ -80,7 +81,7 @@ def test_local_checkpoint_matches_fair_esm(tmp_path):
     written = write_fair_esm_checkpoint(path, seed=5)
     backbone = load_backbone(NAME, str(path))
     _assert_same_weights(_state(backbone), written)
-    assert backbone.weights_id == f"sha256:{checkpoint_sha256(path)}"
+    assert backbone.weights_id == f"tensors-sha256:{tensor_checksum(backbone.model)}"
     with torch.serialization.safe_globals([argparse.Namespace]):
         model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(path))
     for ours, theirs in zip(
@@ -174,7 +175,7 @@ def test_missing_checkpoint_names_the_file(tmp_path):
 
 
 def test_a_folder_given_as_the_checkpoint_is_named_a_folder(tmp_path):
-    with pytest.raises(InputError, match="is a folder, not a fair-esm .pt checkpoint"):
+    with pytest.raises(InputError, match="is a folder without config.json: neither a Hugging"):
         load_backbone(NAME, tmp_path)
 
 
@@ -247,7 +248,7 @@ def test_fetch_then_load_pretrained_over_http(server, tmp_path):
     server.stop()
     backbone = load_backbone(NAME, "pretrained", weights_dir=cache, download_url=server.url)
     _assert_same_weights(_state(backbone), written)
-    assert backbone.weights_id == f"sha256:{digest}"
+    assert backbone.weights_id == f"tensors-sha256:{tensor_checksum(backbone.model)}"
 
 
 def test_load_pretrained_downloads_when_missing(server, tmp_path):

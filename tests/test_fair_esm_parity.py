@@ -84,7 +84,7 @@ def test_copra_embed_matches_fair_esm_extract(tmp_path, cli, caplog):
     ids, vectors, metadata = read_embeddings(output)
     assert ids == [name for name, _ in records]
     assert vectors.shape == (202, 320) and vectors.dtype == np.float32
-    assert metadata["model"] == NAME and metadata["weights"].startswith("sha256:")
+    assert metadata["model"] == NAME and metadata["weights"].startswith("tensors-sha256:")
     assert metadata["layer"] == LAYER and metadata["max_residues"] == TRUNCATION
     assert any("2 sequence(s) longer than 1022" in r.getMessage() for r in caplog.records)
 

@@ -201,7 +201,8 @@ def ingest_inputs(wildcards):
 def weights_input(wildcards):
     """The checkpoint a job reads: fetched on the login node for `pretrained`, none for random."""
     weights = config["model"]["weights"]
-    if weights == "random":
+    # huggingface: the hub cache, found by the job itself
+    if weights in ("random", "huggingface"):
         return []
     if weights == "pretrained":
         return f"{config['weights_dir']}/hub/checkpoints/{config['model']['name']}.pt"
