@@ -12,6 +12,7 @@ import pandas as pd
 
 from copra.atomic import atomic_directory, write_table
 from copra.design_oracle import AMINO_ACIDS, Oracle
+from copra.design_problems import check_random_match
 from copra.errors import InputError
 from copra.provenance import write_manifest
 from copra.sequences import write_fasta
@@ -105,13 +106,9 @@ def score_designs(data: DesignData, starts: pd.DataFrame, codes: np.ndarray, pro
     return table
 
 
-def method_order(methods: list[str], matches: str, chosen=None) -> list[str]:
+def method_order(methods: list[str], matches: str, chosen, where: str) -> list[str]:
     """The methods to run (`chosen`, default all) as listed, random after its match."""
-    if "random" in methods and matches not in methods:
-        raise InputError(
-            f"random mutates at {matches}'s Hamming distances (random_matches), but {matches} "
-            f"is not among the methods {methods}: add it, or set random_matches to one of them"
-        )
+    check_random_match(methods, matches, where)
     chosen = methods if chosen is None else chosen
     unknown = [m for m in chosen if m not in methods]
     if unknown:
@@ -141,7 +138,7 @@ def run_design(
     from copra.design_proxy import Proxy
     from copra.device import pick_device
 
-    order = method_order(settings.methods, settings.random_matches, methods)
+    order = method_order(settings.methods, settings.random_matches, methods, f"design.{name}")
     data = DesignData.read(data_dir)
     starts = data.starts()
     device = pick_device()

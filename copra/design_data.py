@@ -5,6 +5,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,13 @@ import pandas as pd
 
 from copra.atomic import atomic_directory, write_table
 from copra.design_oracle import AMINO_ACIDS, fit_oracle
+from copra.design_problems import REGRESSION
 from copra.errors import InputError
 from copra.provenance import write_manifest
 from copra.settings import DesignSettings
 from copra.tables import read_sequences, read_task_table
 
 log = logging.getLogger(__name__)
-REGRESSION = "sequence_regression"
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Landscape:
     splits: np.ndarray
     positions: list[int]
 
-    @property
+    @cached_property
     def residues(self) -> list[str]:
         return ["".join(s[p] for p in self.positions) for s in self.sequences]
 
@@ -105,9 +106,9 @@ def reference_residues(landscape: Landscape, given: str | None, where: str) -> s
     return given
 
 
-def offline_rows(landscape: Landscape, settings: DesignSettings, where: str) -> np.ndarray:
-    """Indices of the offline set: labels at most the quantile, sampled to `max_offline`,
-    sorted by label (best last) then id; at least `starts` of them."""
+def offline_rows(landscape: Landscape, settings: DesignSettings, where: str):
+    """Indices of the offline set (labels at most the quantile `cut`, sampled to `max_offline`,
+    sorted by label (best last) then id; at least `starts` of them) and the cut."""
     cut = float(np.quantile(landscape.labels, settings.offline_quantile))
     rows = np.flatnonzero(landscape.labels <= cut)
     if settings.max_offline is not None and rows.size > settings.max_offline:
@@ -120,11 +121,14 @@ def offline_rows(landscape: Landscape, settings: DesignSettings, where: str) -> 
             + (" or max_offline" if settings.max_offline is not None else "")
         )
     order = np.lexsort((np.asarray(landscape.ids, dtype=str)[rows], landscape.labels[rows]))
-    return rows[order]
+    return rows[order], cut
 
 
 def lm_features(backbone, sequences: list[str], device, batch_tokens: int = 16384) -> np.ndarray:
-    """(n, d) float32: the frozen LM's last layer, mean-pooled over residues (the proxy's)."""
+    """(n, d) float32: the frozen LM's last layer, mean-pooled over residues (the proxy's).
+
+    Not `embed.embed_sequences`: its bf16 autocast on a GPU and its cache would give features
+    other than the float32 soft-embedding forward the designs are moved through."""
     import torch
 
     from copra.fast_esm import representation
@@ -154,7 +158,7 @@ def prepare_design(
     where = f"design.{name}"
     landscape = read_landscape(table_path, sequences_path, kind, settings, where)
     reference = reference_residues(landscape, settings.reference, where)
-    offline = offline_rows(landscape, settings, where)
+    offline, cut = offline_rows(landscape, settings, where)
     oracle = fit_oracle(landscape.residues, landscape.labels, landscape.splits, landscape.positions)
     log.info("oracle: alpha %s, held-out Spearman %.3f", oracle.alpha, oracle.held_out_spearman)
     device = pick_device()
@@ -180,7 +184,7 @@ def prepare_design(
         "label_min": float(landscape.labels.min()),
         "label_max": float(landscape.labels.max()),
         "offline_max": float(landscape.labels[offline].max()),
-        "offline_cut": float(np.quantile(landscape.labels, settings.offline_quantile)),
+        "offline_cut": cut,
         "variants": len(landscape.ids),
         "offline": int(offline.size),
         "oracle_alpha": oracle.alpha,

@@ -31,12 +31,17 @@ def check_design(tree: dict) -> None:
                 f"{where}.task: {settings.task} is a {kind} task; design needs measured fitness "
                 f"values: name a {REGRESSION} task"
             )
-        if "random" in settings.methods and settings.random_matches not in settings.methods:
-            raise InputError(
-                f"{where}.methods: random mutates at the Hamming distances of "
-                f"{settings.random_matches}'s designs (random_matches), which is not among "
-                f"the methods; add it, or set {where}.random_matches to one of them"
-            )
+        check_random_match(settings.methods, settings.random_matches, where)
+
+
+def check_random_match(methods: list[str], matches: str, where: str) -> None:
+    """random copies another method's distances: that method must run too."""
+    if "random" in methods and matches not in methods:
+        raise InputError(
+            f"{where}.methods: random mutates at the Hamming distances of {matches}'s designs "
+            f"(random_matches), which is not among the methods; add it, or set "
+            f"{where}.random_matches to one of them"
+        )
 
 
 def design_folders(tree: dict) -> list[str]:

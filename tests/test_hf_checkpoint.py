@@ -146,3 +146,14 @@ def test_the_hub_cache_is_found_offline(tmp_path):
     assert found == expected
     assert "no snapshot of facebook/esm2_t12_35M_UR50D" in missing
     assert str(tmp_path / "hf_home" / "hub" / "models--facebook--esm2_t12_35M_UR50D") in missing
+
+
+def test_a_config_fair_esm_cannot_compute_is_refused(tmp_path):
+    """transformers' EsmConfig default eps (1e-12) is not ESM-2's: named with both values."""
+    import json
+
+    folder = write_hf_checkpoint(tmp_path / "hf", "esm2_t6_8M_UR50D")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-12}))
+    with pytest.raises(InputError, match=r"layer_norm_eps 1e-12 \(ESM-2: 1e-05\)"):
+        load_backbone("esm2_t6_8M_UR50D", str(folder))
