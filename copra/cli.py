@@ -330,7 +330,9 @@ def _required(p, *options: str) -> None:
 
 def _model_options(p) -> None:
     p.add_argument("--model", help="model.name: ESM-2 name or a fair-esm .pt file")
-    p.add_argument("--weights", help="model.weights: pretrained, random or a .pt path")
+    p.add_argument(
+        "--weights", help="model.weights: pretrained, random, huggingface, a .pt or an HF folder"
+    )
     p.add_argument("--model-seed", type=int, help="model.seed: seed of random weights")
     p.add_argument("--weights-dir", help="weights_dir: TORCH_HOME-style weights folder")
     p.add_argument("--download-url", help="model.download_url")
@@ -683,6 +685,22 @@ def _parsers(sub) -> None:
         # how vectors are made is the run's (its manifest); where and how fast is configured
         made = ("layer", "pooling", "long_sequences", "max_residues", "window_stride", "shards")
         s.add_flags(p, s.EmbeddingSettings, skip=made)
+
+    export = _call(
+        "copra.hf_export:export_run",
+        "run",
+        "output",
+        model=_model,
+        include_base="include_base",
+        config_snapshot=_snapshot,
+    )
+    p = add("export-hf", export, "a trained run as a peft adapter and head for transformers")
+    _model_options(p)
+    help = "a trained run folder (results/<task>/<method>/seed<k>)"
+    p.add_argument("--run", required=True, help=help)
+    p.add_argument("--output", required=True, help="the export folder (new, or an export)")
+    help = "write the backbone too (base/): runs on random or private weights"
+    p.add_argument("--include-base", action="store_true", help=help)
 
     help = "rerun a finished run from its manifest and compare"
     p = add("reproduce", cmd_reproduce, help, config=False)

@@ -1,6 +1,6 @@
-"""Test helper: write checkpoints in fair-esm's own on-disk format from seeded random weights.
-Owns the layout fair-esm's released ESM-2 .pt files use (cfg Namespace + prefixed state dict).
-"""
+"""Test helper: write checkpoints in fair-esm's own on-disk format (the layout of its released
+ESM-2 .pt files: cfg Namespace + prefixed state dict) and in Hugging Face's (`save_pretrained`),
+from seeded random weights."""
 
 import argparse
 from pathlib import Path
@@ -41,3 +41,22 @@ def write_fair_esm_checkpoint(
         regression = {k: v for k, v in state.items() if k.startswith(REGRESSION_PREFIX)}
         torch.save({"model": regression}, path.with_name(f"{path.stem}-contact-regression.pt"))
     return state
+
+
+def write_hf_checkpoint(folder, name: str = "esm2_t6_8M_UR50D", seed: int = 0, state=None):
+    """EsmForMaskedLM with seeded random weights (or fair-esm's `state`, mapped backwards)
+    saved by transformers' `save_pretrained`."""
+    from transformers import EsmForMaskedLM
+
+    from copra.hf_checkpoint import fair_esm_name
+    from copra.hf_export import esm2_hf_config
+
+    torch.manual_seed(seed)
+    model = EsmForMaskedLM(esm2_hf_config(*ESM2_ARCHITECTURES[name]))
+    if state is not None:
+        backwards = {fair_esm_name(k): k for k in model.state_dict() if fair_esm_name(k)}
+        model.load_state_dict(
+            {backwards[k]: v for k, v in state.items() if k in backwards}, strict=False
+        )
+    model.save_pretrained(folder)
+    return folder

@@ -10,47 +10,10 @@ import torch
 
 from copra.backbone import load_backbone
 from copra.errors import InputError
-from copra.hf_checkpoint import fair_esm_name
-from tests.esm_checkpoints import write_fair_esm_checkpoint
+from tests.esm_checkpoints import write_fair_esm_checkpoint, write_hf_checkpoint
 
 ARCHITECTURES = {"esm2_t6_8M_UR50D": (6, 320, 20), "esm2_t12_35M_UR50D": (12, 480, 20)}
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQLEERLGL", "MSEQNNTEMTFQIQRIYTKDISFEAPNAPHVFQ"]
-
-
-def hf_config(name: str):
-    from transformers import EsmConfig
-
-    layers, dim, heads = ARCHITECTURES[name]
-    return EsmConfig(
-        vocab_size=33,
-        hidden_size=dim,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * dim,
-        position_embedding_type="rotary",
-        token_dropout=True,
-        mask_token_id=32,
-        pad_token_id=1,
-        emb_layer_norm_before=False,
-        layer_norm_eps=1e-5,
-        max_position_embeddings=1026,
-    )
-
-
-def write_hf_checkpoint(folder, name: str, seed: int = 0, state=None):
-    """EsmForMaskedLM with seeded random weights (or fair-esm's `state`, mapped backwards)
-    saved by transformers' `save_pretrained`."""
-    from transformers import EsmForMaskedLM
-
-    torch.manual_seed(seed)
-    model = EsmForMaskedLM(hf_config(name))
-    if state is not None:
-        backwards = {fair_esm_name(k): k for k in model.state_dict() if fair_esm_name(k)}
-        model.load_state_dict(
-            {backwards[k]: v for k, v in state.items() if k in backwards}, strict=False
-        )
-    model.save_pretrained(folder)
-    return folder
 
 
 def tokens_of(backbone) -> torch.Tensor:
