@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 CORES ?= 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test report lint clean
+.PHONY: demo test report lint clean gpu-wheels gpu-check
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -23,6 +23,16 @@ demo: $(INSTALLED)
 ## test: install and run the test suite
 test: $(INSTALLED)
 	$(PYTHON) -m pytest --durations=15
+
+## gpu-wheels: fetch here (network) what the offline GPU machine lacks, into .gpu-check/
+gpu-wheels: $(INSTALLED)
+	$(PYTHON) benchmarks/gpu_wheels.py
+
+## gpu-check: the prepared GPU check into GPU_OUT (GPU_MODE=--cpu: tiny sizes on the CPU)
+GPU_OUT ?= benchmarks/out/gpu-check
+GPU_MODE ?=
+gpu-check:
+	bash benchmarks/gpu_check.sh $(GPU_OUT) $(GPU_MODE)
 
 ## report: the Snakemake report of the last run, as one HTML file and as a zip archive
 report: $(INSTALLED)

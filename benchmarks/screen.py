@@ -22,6 +22,7 @@ import argparse
 import copy
 import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fasta", default=YEAST)
+    parser.add_argument("--fasta", type=Path, default=YEAST)
     args = parser.parse_args()
     global DEVICE
     DEVICE = setup(args)
