@@ -16,7 +16,8 @@ mode=${2:-gpu}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TQDM_DISABLE=1 COPRA_GPU_CHECK_OUT="$out"
+site=$PWD/.gpu-check/site  # the carried wheels, installed beside the system's packages
+export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}" TQDM_DISABLE=1 COPRA_GPU_CHECK_OUT="$out"
 fasta=.gpu-check/yeast.fasta
 [ -f "$fasta" ] || fasta=../shared/data/ppi_yeast/sequences.fasta
 printf 'step\tstatus\tseconds\tlog\n' > "$out/gpu_check.tsv"
@@ -40,8 +41,9 @@ install_missing() {  # what the machine lacks, from the carried wheels only
     done
     echo "missing: ${missing[*]:-nothing}"
     [ ${#missing[@]} -eq 0 ] && return 0
-    "$python" -m pip install --no-index --no-deps --find-links .gpu-check/wheels \
-        .gpu-check/wheels/*.whl
+    # --target: no write to the system's site-packages (nor its PEP 668 refusal)
+    "$python" -m pip install --no-index --no-deps --upgrade --target "$site" .gpu-check/wheels/*.whl
+    "$python" -c "import esm, Bio, jsonschema, pytest; print('installed into $site')"
 }
 
 machine() {
