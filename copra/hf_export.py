@@ -25,7 +25,6 @@ from copra.provenance import write_manifest
 from copra.tables import COMPLEX_KIND, PAIR_KIND
 from copra.trained_run import TrainedRun
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 HEAD_NAMES = {"layers.1": "dense", "layers.4": "out_proj"}  # TaskHead's two Linear layers
 FAIR_ESM_MODULES = {fair: hf for hf, fair in LAYER_NAMES.items()}
 FAIR_ESM_MODULE = re.compile(rf"layers\.(\d+)\.({'|'.join(map(re.escape, FAIR_ESM_MODULES))})\b")
@@ -121,8 +120,7 @@ def head_spec(run: TrainedRun, num_layers: int, embed_dim: int) -> dict:
     pair = manifest["kind"] == PAIR_KIND
     return {
         "task_kind": manifest["kind"],
-        **{key: embedding[key] for key in ("layer", "max_residues", "long_sequences")},
-        "window_stride": embedding["window_stride"],
+        **{k: embedding[k] for k in ("layer", "max_residues", "long_sequences", "window_stride")},
         "embed_dim": embed_dim,
         "pooling": "mean over the residues (not BOS, EOS or padding)",
         "pair_combination": manifest["head"]["pair_combination"] if pair else None,
@@ -191,13 +189,12 @@ def check_exportable(run: TrainedRun, output: Path, include_base: bool, kind: st
             "transformers counterpart (use `copra predict`)",
             path=run.folder,
         )
-    recorded = run.manifest.get("embedding") or run.manifest["backbone"]
-    name = recorded.get("name", recorded.get("model"))
+    name, weights = run.recorded_backbone
     if name not in ESM2_ARCHITECTURES:
         raise InputError(f"backbone {name} is not an ESM-2 of the hub", path=run.folder)
-    if str(recorded["weights"]).startswith("random") and kind != "model" and not include_base:
+    if str(weights).startswith("random") and kind != "model" and not include_base:
         raise InputError(
-            f"was trained on random weights ({recorded['weights']}), which {HUB_OWNER}/{name} is "
+            f"was trained on random weights ({weights}), which {HUB_OWNER}/{name} is "
             "not: add --include-base to write the backbone into the export",
             path=run.folder,
         )
@@ -261,7 +258,7 @@ def export_run(run_folder, output, model, include_base: bool = False, config_sna
             run=str(run.folder),
             exported=kind,
             base_model=hub_id,
-            weights=(run.manifest.get("embedding") or run.manifest["backbone"])["weights"],
+            weights=run.recorded_backbone[1],
             include_base=include_base,
         )
     return output

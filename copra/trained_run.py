@@ -58,13 +58,18 @@ class TrainedRun:
         """The run's method, with the settings it trained with."""
         return methods.get(self.manifest["method"]).from_manifest(self.manifest)
 
+    @property
+    def recorded_backbone(self) -> tuple[str, str]:
+        """(name, weights id) of the run's backbone (head runs: that of their embeddings)."""
+        recorded = self.manifest.get("embedding") or self.manifest["backbone"]
+        return recorded.get("name", recorded.get("model")), recorded["weights"]
+
     def check_backbone(self, backbone) -> None:
         """Refuse another backbone than the run's (head runs: that of their embeddings)."""
-        recorded = self.manifest.get("embedding") or self.manifest["backbone"]
-        name = recorded.get("name", recorded.get("model"))
-        if [name, recorded["weights"]] != [backbone.name, backbone.weights_id]:
+        name, weights = self.recorded_backbone
+        if [name, weights] != [backbone.name, backbone.weights_id]:
             raise InputError(
-                f"was trained on {name} ({recorded['weights']}), not on "
+                f"was trained on {name} ({weights}), not on "
                 f"{backbone.name} ({backbone.weights_id})",
                 path=self.folder,
             )
