@@ -40,6 +40,7 @@ include: "workflow/rules/rank_allocation.smk"
 include: "workflow/rules/continual.smk"
 include: "workflow/rules/design.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/papers.smk"
 include: "workflow/rules/predict.smk"
 
 

@@ -656,6 +656,15 @@ def _parsers(sub) -> None:
     p.add_argument("--pruning", help="results/pruning.tsv, when pruning ran")
     p.add_argument("manifests", nargs="+", help="results/<task>/<method>/seed<k>/manifest.json")
 
+    optional = ("merging", "pruning", "lmc", "lmc_barriers")
+    sources = ("metrics", "metrics_manifest", "efficiency", *optional)
+    papers = _call("copra.papers:run_papers", "output_dir", **{name: name for name in sources})
+    help = "the papers' tables and figures (CopRA r3 and LMC, PEFT, CoPRA) from gathered tables"
+    p = add("papers", papers, help, config=False)
+    _required(p, "--output-dir", "--metrics", "--metrics-manifest", "--efficiency")
+    for name in optional:
+        p.add_argument(f"--{name.replace('_', '-')}", help=f"results/{name}.tsv, when it ran")
+
     check = _call("copra.config:check_config", "files")
     help = "check config files: YAML syntax, keys given twice or misspelled, values"
     p = add("check-config", check, help, config=False)

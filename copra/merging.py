@@ -8,6 +8,7 @@ weight), which is zero up to rounding for the methods exact in dW.
 """
 
 import copy
+import itertools
 import logging
 from dataclasses import asdict, dataclass
 
@@ -238,7 +239,8 @@ def merge_seeds(
     model: ModelSettings | None = None,
     config_snapshot: dict | None = None,
 ) -> pd.DataFrame:
-    """Same-task merges: scheme 'w1:w2[:w3]' merges the first 2 (3) runs with those weights."""
+    """Same-task merges: scheme 'w1:w2[:w3]' merges every 2 (3) of the runs, in their order,
+    with those weights (three seeds: three 1:1 merges, an interval across them)."""
     settings, model = settings or MergeSettings(), model or ModelSettings()
     sources = open_sources(run_folders, settings.combinations, model)
     runs = sources.runs
@@ -258,18 +260,22 @@ def merge_seeds(
                 f"merging scheme {scheme} needs {len(scheme_weights)} seeds; {len(runs)} given"
             )
         count = len(scheme_weights)
-        chosen = Sources(runs[:count], sources.adapters[:count], sources.backbone)
-        heads = [run.head_state() for run in chosen.runs]
-        head = {
-            k: sum(w * h[k] for w, h in zip(scheme_weights, heads, strict=True)) for k in heads[0]
-        }
-        log.info("%s: merging %d seeds with weights %s", task, count, scheme)
-        merged, scored = merge_and_score(
-            chosen, scheme_weights, [evaluation], [head], [0] * count, settings
-        )
-        labels = [f"seed{run.manifest['seed']}" for run in chosen.runs]
-        method = runs[0].manifest["method"]
-        rows += tidy_rows([evaluation], labels, merged, scored, "seeds", scheme, method)
+        for picked in itertools.combinations(range(len(runs)), count):
+            chosen = Sources(
+                [runs[i] for i in picked], [sources.adapters[i] for i in picked], sources.backbone
+            )
+            heads = [run.head_state() for run in chosen.runs]
+            head = {
+                k: sum(w * h[k] for w, h in zip(scheme_weights, heads, strict=True))
+                for k in heads[0]
+            }
+            labels = [f"seed{run.manifest['seed']}" for run in chosen.runs]
+            log.info("%s: merging %s with weights %s", task, "+".join(labels), scheme)
+            merged, scored = merge_and_score(
+                chosen, scheme_weights, [evaluation], [head], [0] * count, settings
+            )
+            method = runs[0].manifest["method"]
+            rows += tidy_rows([evaluation], labels, merged, scored, "seeds", scheme, method)
     return _write(rows, output, runs, [table_path, sequences_path], settings, config_snapshot)
 
 

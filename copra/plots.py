@@ -20,6 +20,7 @@ from matplotlib.text import Text  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from copra.atomic import atomic_path  # noqa: E402
+from copra.intervals import interval_table  # noqa: E402
 from copra.methods import names as method_names  # noqa: E402
 from copra.targets import PRIMARY_METRIC  # noqa: E402
 
@@ -105,18 +106,11 @@ def _ordered(methods) -> list[str]:
 
 
 def seed_summary(part: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds with a 95% t-interval across seeds; one seed keeps its bootstrap interval."""
-    rows = []
-    for method, runs in part.groupby("method"):
-        mean = runs.value.mean()
-        if len(runs) > 1:
-            half = stats.t.ppf(0.975, len(runs) - 1) * runs.value.std(ddof=1) / np.sqrt(len(runs))
-            low, high = mean - half, mean + half
-        else:
-            low, high = runs.ci_low.iloc[0], runs.ci_high.iloc[0]
-        rows.append((method, mean, low, high, len(runs)))
-    summary = pd.DataFrame(rows, columns=["method", "value", "low", "high", "seeds"])
-    return summary.set_index("method").loc[_ordered(summary.method)]
+    """Mean over seeds with a 95% t-interval across seeds; one seed keeps its bootstrap interval
+    (copra.intervals). Indexed by method, in plot order."""
+    summary = interval_table(part, ["method"]).rename(columns={"n": "seeds"})
+    summary = summary.drop(columns="interval").set_index("method")
+    return summary.loc[_ordered(summary.index)]
 
 
 def plot_metrics(metrics_path, output, split: str = "test") -> None:

@@ -70,42 +70,47 @@ def best_methods(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _primary(metrics: pd.DataFrame) -> dict[str, str]:
+def primary_metrics(metrics: pd.DataFrame) -> dict[str, str]:
     """Each task's primary metric, as its metrics table names it."""
     shown = metrics[metrics.metric.isin(SHOWN)]
     return shown.groupby("task").metric.first().to_dict()
 
 
-def _mean_per_method(part: pd.DataFrame, column: str, label: str) -> list[tuple]:
-    means = part.groupby(["task", "method"])[column].mean()
-    return [(task, method, label, value) for (task, method), value in means.items()]
+SINGLE_TASK = "single task"
+QUANTITY_COLUMNS = ["task", "method", "quantity", "value", "ci_low", "ci_high"]
 
 
-def _quantities(metrics, merging, pruning, split):
-    """(task, method, quantity, value) rows: one number per method for each way of using it."""
-    primary = _primary(metrics)
+def _labelled(part: pd.DataFrame, column: str, label: str) -> pd.DataFrame:
+    """`part`'s values of `column` as rows of quantity `label`, with its bootstrap bounds
+    (metrics rows; NaN for the others)."""
+    labelled = part.assign(quantity=label, value=part[column])
+    return labelled.reindex(columns=QUANTITY_COLUMNS)
+
+
+def quantity_rows(metrics, merging=None, pruning=None, split: str = "test") -> pd.DataFrame:
+    """Every value (a seed, a merge, a pruned run) of each way of using a method: alone, its
+    seeds merged 1:1 and the tasks merged (exact, linear), pruned (every other layer; magnitude
+    of dW at 50%), on `split`'s primary metric; in QUANTITY_COLUMNS."""
+    primary = primary_metrics(metrics)
 
     def scored(table):
         return table[(table.split == split) & (table.metric == table.task.map(primary))]
 
-    rows = _mean_per_method(scored(metrics), "value", "single task")
+    parts = [_labelled(scored(metrics), "value", SINGLE_TASK)]
     if merging is not None:
         merged = scored(merging)
-        for combination in ("exact", "linear"):
-            mine = merged[merged.combination == combination]
-            seeds = mine[(mine["merge"] == "seeds") & (mine.weights == "1:1")]
-            rows += _mean_per_method(seeds, "merged", f"merged seeds 1:1 ({combination})")
-            rows += _mean_per_method(
-                mine[mine["merge"] == "tasks"], "merged", f"merged tasks ({combination})"
-            )
+        seeds = merged[(merged["merge"] == "seeds") & (merged.weights == "1:1")]
+        for chosen, label in ((seeds, "seeds 1:1"), (merged[merged["merge"] == "tasks"], "tasks")):
+            for combination in ("exact", "linear"):
+                mine = chosen[chosen.combination == combination]
+                parts.append(_labelled(mine, "merged", f"merged {label} ({combination})"))
     if pruning is not None:
         pruned = scored(pruning)
-        rows += _mean_per_method(
-            pruned[pruned.scheme == "every_other"], "value", "pruned every other layer"
-        )
+        every_other = pruned[pruned.scheme == "every_other"]
+        parts.append(_labelled(every_other, "value", "pruned every other layer"))
         half = pruned[(pruned.scheme == "magnitude_dw") & ((pruned.amount - 0.5).abs() < 1e-9)]
-        rows += _mean_per_method(half, "value", "pruned magnitude_dw 50%")
-    return pd.DataFrame(rows, columns=["task", "method", "quantity", "value"])
+        parts.append(_labelled(half, "value", "pruned magnitude_dw 50%"))
+    return pd.concat(parts, ignore_index=True)
 
 
 def comparison(metrics, merging=None, pruning=None, split: str = "test") -> pd.DataFrame:
@@ -115,7 +120,7 @@ def comparison(metrics, merging=None, pruning=None, split: str = "test") -> pd.D
     pairs = compared_pairs()
     shown = list(dict.fromkeys(name for pair in pairs for name in pair))
     columns = [*shown, *(difference(m, b) for b, m in pairs)]
-    long = _quantities(metrics, merging, pruning, split)
+    long = quantity_rows(metrics, merging, pruning, split)
     long = long[long.method.isin(shown)]
     if long.empty:
         return pd.DataFrame(columns=["task", "quantity", *columns])
@@ -123,14 +128,15 @@ def comparison(metrics, merging=None, pruning=None, split: str = "test") -> pd.D
     wide = wide.reindex(columns=shown).reset_index()
     for baseline, method in pairs:
         wide[difference(method, baseline)] = wide[method] - wide[baseline]
-    order = {"single task": 0}
+    order = {SINGLE_TASK: 0}
     wide["_order"] = wide.quantity.map(
         lambda q: (order.get(q, 1 if q.startswith("merged") else 2), q)
     )
     return wide.sort_values(["task", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 
-def _optional_table(path):
+def optional_table(path) -> pd.DataFrame | None:
+    """The table at `path`; None where the analysis did not run (no path)."""
     return pd.read_csv(path, sep="\t") if path else None
 
 
@@ -146,5 +152,5 @@ def run_summary(
     metrics = pd.read_csv(metrics_path, sep="\t")
     write_table(summary_output, best_methods(metrics))
     write_table(efficiency_output, efficiency(manifest_paths))
-    merging, pruning = _optional_table(merging_path), _optional_table(pruning_path)
+    merging, pruning = optional_table(merging_path), optional_table(pruning_path)
     write_table(comparison_output, comparison(metrics, merging, pruning))

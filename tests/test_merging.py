@@ -74,15 +74,16 @@ def test_merge_seeds_table(task_runs, tmp_path):
         sequences,
         output,
         task="stability",
-        settings=MergeSettings(schemes=["1:1", "1:2", "1:1:1"], combinations=list(COMBINATIONS)),
+        settings=MergeSettings(schemes=["1:2", "1:1:1"], combinations=list(COMBINATIONS)),
         model=MODEL,
     )
     assert pd.read_csv(output, sep="\t").shape == table.shape
     assert (tmp_path / "merging.manifest.json").is_file()
-    assert set(table.weights) == {"1:1", "1:2", "1:1:1"} and set(table.combination) == set(
-        COMBINATIONS
-    )
+    assert set(table.weights) == {"1:2", "1:1:1"} and set(table.combination) == set(COMBINATIONS)
     assert set(table.metric) == {"loss", "spearman"} and set(table.split) == {"valid", "test"}
+    # every 2 (3) of the three seeds, in their order: an interval across the merges
+    pairs = {"seed0,seed1", "seed0,seed2", "seed1,seed2"}
+    assert set(table[table.weights == "1:2"].sources) == pairs
     assert set(table[table.weights == "1:1:1"].sources) == {"seed0,seed1,seed2"}
     exact = table[table.combination.isin(["exact", "cat"])]
     assert exact.max_output_diff_vs_sum.max() < 1e-5

@@ -125,6 +125,12 @@ FIGURES = {
     "Shapley": ["shapley.png"],
     "Pruning": ["pruning.png"],
     "Structures": ["complexes.png"],
+    "Papers": [
+        "copra_affinity.png",
+        "copra_lmc.png",
+        "copra_table_r3.png",
+        "peft_parameters.png",
+    ],
 }
 
 

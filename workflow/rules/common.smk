@@ -1,5 +1,6 @@
 # Config validation, the tasks of this run, and every input function of the rules.
 import copy
+import itertools
 import json
 import os
 import re
@@ -235,25 +236,41 @@ def adaptive_rank_files():
     ]
 
 
+def section_seeds(section):
+    """The seeds of the runs an adapter analysis reads (shapley, pruning: null is `seeds`)."""
+    return config[section].get("seeds") or config["seeds"]
+
+
+def trained_runs():
+    """(task, method, seed) of every run: each task's methods on `seeds`, and the runs the
+    adapter analyses train as needed (more seeds, for their intervals)."""
+    runs = {(t, m, s) for t in TASKS for m in task_methods(t) for s in config["seeds"]}
+    for section in ("lmc", "merging", "shapley", "pruning"):
+        runs |= {
+            (t, m, s)
+            for t in section_tasks(section)
+            for m in config[section]["methods"]
+            for s in section_seeds(section)
+        }
+    return sorted(runs)
+
+
 def run_files(name):
-    """`name` in the folder of every run: each task, its methods, and each seed."""
+    """`name` in the folder of every run (trained_runs)."""
     return [
-        f"results/{name_}/{method}/seed{seed}/{name}"
-        for name_ in TASKS
-        for method in task_methods(name_)
-        for seed in config["seeds"]
+        f"results/{task}/{method}/seed{seed}/{name}"
+        for task, method, seed in trained_runs()
     ]
 
 
 def lmc_tables():
-    seed_a, seed_b = config["lmc"]["seeds"]
-    return expand(
-        "results/lmc/{task}/{method}/seed{seed_a}-seed{seed_b}.tsv",
-        task=section_tasks("lmc"),
-        method=config["lmc"]["methods"],
-        seed_a=seed_a,
-        seed_b=seed_b,
-    )
+    """One path per task, method and pair of `lmc.seeds` (every pair: an interval across them)."""
+    return [
+        f"results/lmc/{task}/{method}/seed{seed_a}-seed{seed_b}.tsv"
+        for task in section_tasks("lmc")
+        for method in config["lmc"]["methods"]
+        for seed_a, seed_b in itertools.combinations(config["lmc"]["seeds"], 2)
+    ]
 
 
 def adapter_run_files(task, method, seed, side=""):
@@ -283,9 +300,8 @@ def section_tasks(section):
 
 
 def merging_seeds():
-    """The seeds the schemes need: a scheme of n weights merges the first n seeds."""
-    longest = max(len(s.split(":")) for s in config["merging"]["schemes"])
-    return config["merging"]["seeds"][:longest]
+    """The seeds merged: a scheme of n weights merges every n of them."""
+    return config["merging"]["seeds"]
 
 
 def merge_seeds_inputs(wildcards):
@@ -443,7 +459,7 @@ def per_run_tables(section):
         section=section,
         task=section_tasks(section),
         method=config[section]["methods"],
-        seed=config["seeds"],
+        seed=section_seeds(section),
     )
 
 
@@ -671,6 +687,7 @@ def all_targets():
         "results/summary.tsv",
         "results/figures/metrics.png",
         "results/figures/training_curves.png",
+        "results/papers/manifest.json",  # the papers' layouts (papers.smk)
     ]
     if config["lmc"]["methods"]:
         targets += ["results/lmc.tsv", "results/figures/lmc.png"]
