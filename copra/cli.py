@@ -86,7 +86,9 @@ def cmd_demo_data(args):
     from copra.demo_data import write_demo_data
 
     demo = _settings(args, s.DemoSettings)
-    for path in write_demo_data(args.output_dir, demo.sequences, demo.seed, demo.complexes):
+    for path in write_demo_data(
+        args.output_dir, demo.sequences, demo.seed, demo.complexes, demo.adapter_sequences
+    ):
         log.info("wrote %s", path)
 
 

@@ -158,6 +158,24 @@ def check_analysis_methods(tree: dict, path=None) -> None:
                     ) from None
 
 
+def check_task_finetune(tree: dict) -> None:
+    """Each task's own `finetune:` values: known keys, and valid over the top-level section."""
+    import jsonschema
+
+    node = schema_node("finetune")
+    for name, entry in (tree.get("tasks") or {}).items():
+        own = entry.get("finetune") if isinstance(entry, dict) else None
+        if not own:
+            continue
+        where = f"tasks.{name}.finetune"
+        check_keys(own, node, where + ".")
+        try:
+            jsonschema.validate({**(tree.get("finetune") or {}), **own}, node)
+        except jsonschema.ValidationError as error:
+            key = ".".join([where, *map(str, error.absolute_path)])
+            raise InputError(f"config key '{key}': {error.message}") from None
+
+
 def validate_sections(tree: dict, path) -> None:
     """Check each section of a (partial) config against its part of the schema."""
     import jsonschema
@@ -176,7 +194,11 @@ def validate_sections(tree: dict, path) -> None:
         from copra.continual import check_continual
         from copra.design_problems import check_design
 
-        for section, check in (("continual", check_continual), ("design", check_design)):
+        for section, check in (
+            ("tasks", check_task_finetune),
+            ("continual", check_continual),
+            ("design", check_design),
+        ):
             if section not in tree:
                 continue
             try:

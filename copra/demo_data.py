@@ -2,7 +2,12 @@
 
 The complex task's structures come from copra/demo_complexes.py.
 
-Signals are in residue composition, which mean-pooled embeddings carry even with random weights.
+The two tasks the adapter analyses read (localization, stability) have their signal in residue
+order with composition balanced: every protein holds 4 K, 4 W and 4 E; the class is which of the
+three forms one contiguous run, the regression label how many do. Mean-pooled embeddings of the
+frozen random-weight backbone see (almost) only composition, so the head alone stays near chance
+while LoRA learns the adjacency. The other tasks' signals are in residue composition, which
+mean-pooled embeddings carry even with random weights.
 """
 
 from pathlib import Path
@@ -15,7 +20,10 @@ from copra.atomic import atomic_path, write_table
 from copra.sequences import read_fasta, write_fasta
 
 BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
-LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}
+# The class of a localization protein is which marker forms a run; stability counts the runs.
+RUN_MARKERS = {"cytoplasm": "K", "membrane": "W", "secreted": "E"}
+RUN_COPIES = 4
+RUN_LENGTHS = (28, 36)  # inclusive; lengths vary, so that counts are not fixed fractions
 STICKY = "WYC"
 # Continual learning: six classes learned two at a time, and two organisms in turn.
 COMPARTMENTS = {
@@ -72,36 +80,86 @@ def _stratified_splits(rng, labels: np.ndarray) -> np.ndarray:
     return splits
 
 
+def _run_protein(rng, length: int, runs: str, scattered: str) -> str:
+    """M, then RUN_COPIES copies of each residue of `runs` as one contiguous block and of each of
+    `scattered` at separate positions (none beside its own kind); the rest background residues
+    (no marker, no M), never equal to a neighbour: the planted runs are the only repeats."""
+    background = [r for r in BACKGROUND if r not in "M" + "".join(RUN_MARKERS.values())]
+    chars: list[str | None] = [None] * length
+    chars[0] = "M"
+    for residue in runs:  # a free block with a free residue on either side
+        while True:
+            start = int(rng.integers(1, length - RUN_COPIES + 1))
+            span = range(max(1, start - 1), min(length, start + RUN_COPIES + 1))
+            if all(chars[i] is None for i in span):
+                chars[start : start + RUN_COPIES] = [residue] * RUN_COPIES
+                break
+    for residue in scattered:
+        while True:
+            free = [
+                i
+                for i in range(1, length)
+                if chars[i] is None
+                and chars[i - 1] != residue
+                and (i + 1 == length or chars[i + 1] != residue)
+            ]
+            positions = np.sort(rng.choice(free, size=RUN_COPIES, replace=False))
+            if (np.diff(positions) > 1).all():
+                for i in positions:
+                    chars[i] = residue
+                break
+    for i in range(length):
+        while chars[i] is None:
+            residue = background[int(rng.integers(len(background)))]
+            if chars[i - 1] != residue and (i + 1 == length or chars[i + 1] != residue):
+                chars[i] = residue
+    return "".join(chars)
+
+
+def _run_length(rng) -> int:
+    return int(rng.integers(RUN_LENGTHS[0], RUN_LENGTHS[1] + 1))
+
+
+def _localized_protein(rng, label: str) -> str:
+    """A protein of class `label`: its marker as one run, the two others scattered."""
+    run = RUN_MARKERS[label]
+    others = "".join(m for m in RUN_MARKERS.values() if m != run)
+    return _run_protein(rng, _run_length(rng), run, others)
+
+
 def sequence_tasks(rng, n: int, folder: Path) -> None:
-    """proteins.fasta; a multi-class, a binary (CSV, own column names) and a regression table."""
-    classes = rng.choice(list(LOCALIZATION), size=n)
-    stickiness = rng.uniform(0.0, 0.3, size=n)
-    records, stability = [], []
-    for i, label in enumerate(classes):
-        sequence = _protein(rng, int(rng.integers(30, 80)), LOCALIZATION[label], 0.2)
-        # Stability: share of aromatic residues planted at a per-protein rate, plus noise.
-        sequence = "".join(
-            rng.choice(list("WYF")) if rng.random() < stickiness[i] else residue
-            for residue in sequence
-        )
-        records.append((f"demo:prot/{i:04d}", sequence))
-        aromatic = sum(sequence.count(r) for r in "WYF") / len(sequence)
-        stability.append(round(10 * aromatic + rng.normal(0, 0.2), 4))
+    """proteins.fasta (2n + 1 records): a multi-class table (localization.tsv: the first n
+    proteins and a duplicate), a binary one derived from it (membrane.csv, own column names) and
+    a regression table (stability.tsv: the next n proteins)."""
+    markers = "".join(RUN_MARKERS.values())
+    classes = rng.choice(list(RUN_MARKERS), size=n)
+    records = [(f"demo:prot/{i:04d}", _localized_protein(rng, c)) for i, c in enumerate(classes)]
+    stability = []
+    for i in range(n, 2 * n):
+        # stability: how many of the three markers form a run (0-3), plus noise
+        chosen = set(rng.choice(len(markers), size=int(rng.integers(0, 4)), replace=False).tolist())
+        runs = "".join(m for j, m in enumerate(markers) if j in chosen)
+        scattered = "".join(m for j, m in enumerate(markers) if j not in chosen)
+        records.append((f"demo:prot/{i:04d}", _run_protein(rng, _run_length(rng), runs, scattered)))
+        stability.append(round(len(runs) + rng.normal(0, 0.25), 4))
     # The same sequence under a second id: embedded once, reported under both.
-    records.append((f"demo:prot/{n:04d}", records[0][1]))
+    records.append((f"demo:prot/{2 * n:04d}", records[0][1]))
     classes = np.append(classes, classes[0])
-    stability.append(stability[0])
-    ids = [name for name, _ in records]
     write_fasta(folder / "proteins.fasta", records)
-    splits = _splits(rng, len(ids))
+    ids = [name for name, _ in records]
+    class_ids = ids[:n] + ids[2 * n :]
     write_table(
-        folder / "localization.tsv", pd.DataFrame({"id": ids, "label": classes, "split": splits})
+        folder / "localization.tsv",
+        pd.DataFrame({"id": class_ids, "label": classes, "split": _splits(rng, n + 1)}),
     )
-    membrane = pd.DataFrame({"protein": ids, "is_membrane": (classes == "membrane").astype(int)})
+    membrane = pd.DataFrame(
+        {"protein": class_ids, "is_membrane": (classes == "membrane").astype(int)}
+    )
     with atomic_path(folder / "membrane.csv") as tmp:
         membrane.to_csv(tmp, index=False)
     write_table(
-        folder / "stability.tsv", pd.DataFrame({"id": ids, "label": stability, "split": splits})
+        folder / "stability.tsv",
+        pd.DataFrame({"id": ids[n : 2 * n], "label": stability, "split": _splits(rng, n)}),
     )
 
 
@@ -188,11 +246,8 @@ def design_task(rng, n: int, folder: Path) -> None:
 def new_proteins(rng, n: int, folder: Path) -> None:
     """new_proteins.fasta: proteins no task trained on, to predict (with, last, a copy of the
     first training protein, which predictions mark as seen in training)."""
-    classes = rng.choice(list(LOCALIZATION), size=n)
-    records = [
-        (f"new_{i:03d}", _protein(rng, int(rng.integers(30, 80)), LOCALIZATION[label], 0.2))
-        for i, label in enumerate(classes)
-    ]
+    classes = rng.choice(list(RUN_MARKERS), size=n)
+    records = [(f"new_{i:03d}", _localized_protein(rng, label)) for i, label in enumerate(classes)]
     known = next(iter(read_fasta(folder / "proteins.fasta")))
     write_fasta(folder / "new_proteins.fasta", [*records, ("seen_000", known.sequence)])
 
@@ -215,11 +270,14 @@ def new_complexes(folder: Path, n: int, seed: int) -> None:
     shutil.rmtree(scratch)
 
 
-def write_demo_data(folder, n_sequences: int, seed: int, n_complexes: int = 40) -> list[Path]:
-    """Write the demo's FASTA, label and structure files into `folder`; same seed, same bytes."""
+def write_demo_data(
+    folder, n_sequences: int, seed: int, n_complexes: int = 40, n_adapter: int | None = None
+) -> list[Path]:
+    """Write the demo's FASTA, label and structure files into `folder`; same seed, same bytes.
+    `n_adapter` proteins (default `n_sequences`) in each of localization and stability."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
-    sequence_tasks(rng, n_sequences, folder)
+    sequence_tasks(rng, n_adapter or n_sequences, folder)
     pair_task(rng, n_sequences // 2, folder)
     new_proteins(rng, max(n_sequences // 10, 2), folder)
     continual_tasks(rng, n_sequences, folder)

@@ -105,6 +105,11 @@ def _ordered(methods) -> list[str]:
     return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
 
 
+def counted(n: int, noun: str) -> str:
+    """`n=3 seeds`, `n=1 seed`: how many values a mean and its interval stand on."""
+    return f"n={n} {noun}{'s' * (n != 1)}"
+
+
 def seed_summary(part: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds with a 95% t-interval across seeds; one seed keeps its bootstrap interval
     (copra.intervals). Indexed by method, in plot order."""
@@ -178,7 +183,8 @@ LMC_PATHS = {"product": "-", "factors": "--"}
 
 
 def plot_lmc(curve_path, output, split: str = "test") -> None:
-    """Rows: tasks; columns: methods. The task metric along both interpolation paths."""
+    """Rows: tasks; columns: methods. The task metric along both interpolation paths: the mean
+    over the pairs of seeds, with its t-interval as a band where there are several."""
     curve = pd.read_csv(curve_path, sep="\t")
     curve = curve[(curve.split == split) & (curve.metric != "loss")]
     tasks, methods = sorted(curve.task.unique()), _ordered(curve.method.unique())
@@ -194,16 +200,12 @@ def plot_lmc(curve_path, output, split: str = "test") -> None:
             ax = axes[row][column]
             part = curve[(curve.task == task) & (curve.method == method)]
             for path, style in LMC_PATHS.items():
-                line = part[part.path == path].sort_values("alpha")
-                ax.plot(
-                    line.alpha,
-                    line.value,
-                    style,
-                    marker="o",
-                    markersize=3,
-                    color=method_colour(method),
-                )
-            ax.set_title(f"{task}: {method}", fontsize=10)
+                line = interval_table(part[part.path == path], ["alpha"]).sort_values("alpha")
+                colour = method_colour(method)
+                ax.plot(line.alpha, line.value, style, marker="o", markersize=3, color=colour)
+                ax.fill_between(line.alpha, line.low, line.high, color=colour, alpha=0.15)
+            pairs = part[["seed_a", "seed_b"]].drop_duplicates()
+            ax.set_title(f"{task}: {method}, {counted(len(pairs), 'seed pair')}", fontsize=10)
             ax.set_xlabel("alpha (seed a -> seed b)")
             ax.set_ylabel(f"{split} {part.metric.iloc[0] if len(part) else ''}")
     paths = [
@@ -215,7 +217,8 @@ def plot_lmc(curve_path, output, split: str = "test") -> None:
 
 
 def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
-    """Per task: the merged models' metric per combination (dots), LoRA beside CopRA, one panel
+    """Per task: the merged models' metric per combination (dots: the mean over the merges of
+    that weighting, e.g. each pair of seeds, with its t-interval), LoRA beside CopRA, one panel
     per weighting; dashed lines are the sources' mean (each source with its own head)."""
     table = table[(table.split == split) & (table.metric != "loss")]
     for task, part in table.groupby("task"):
@@ -229,14 +232,18 @@ def plot_merging(table: pd.DataFrame, folder, split: str = "test") -> None:
             combinations = list(dict.fromkeys(panel.combination))
             width = 0.8 / len(methods)
             for k, method in enumerate(methods):
-                rows = panel[panel.method == method].set_index("combination").loc[combinations]
+                mine = panel[panel.method == method]
+                rows = interval_table(mine, ["combination"], value="merged")
+                rows = rows.set_index("combination").loc[combinations]
                 x = np.arange(len(combinations)) + (k - (len(methods) - 1) / 2) * width
                 colour = method_colour(method)
-                ax.plot(x, rows.merged, "o", color=colour)
-                ax.axhline(rows.source_mean.iloc[0], color=colour, linestyle="--", linewidth=1)
+                below, above = rows.value - rows.low, rows.high - rows.value
+                ax.errorbar(x, rows.value, yerr=[below, above], fmt="o", color=colour, capsize=2)
+                ax.axhline(mine.source_mean.mean(), color=colour, linestyle="--", linewidth=1)
             ax.set_xticks(np.arange(len(combinations)), combinations, rotation=90, fontsize=8)
             title = f"{len(weights.split(':'))} seeds {weights}" if merge == "seeds" else "tasks"
-            ax.set_title(f"{task}: {title}", fontsize=10)
+            merges = counted(panel.sources.nunique(), "merge")
+            ax.set_title(f"{task}: {title}, {merges}", fontsize=10)
             ax.set_ylabel(f"{split} {panel.metric.iloc[0]}")
             ax.grid(axis="y", linewidth=0.3)
         handles = _method_handles(part.method.unique(), marker="o", linestyle="none")
@@ -282,17 +289,21 @@ def plot_federated(table: pd.DataFrame, output, split: str = "test") -> None:
 
 def plot_shapley(table: pd.DataFrame, output) -> None:
     """One panel per task: each layer's Shapley value for the task metric (mean over seeds, with
-    the estimator's standard error), LoRA beside CopRA."""
+    its t-interval across seeds; one seed: the estimator's standard error), LoRA beside CopRA."""
     table = table[table.value != "neg_loss"]
     tasks = sorted(table.task.unique())
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes[0], tasks, strict=False):
         part = table[table.task == task]
-        per_player = (
-            part.groupby(["method", "player"], sort=False)
-            .agg(shapley=("shapley", "mean"), stderr=("stderr", "max"), layer=("layer", "first"))
-            .reset_index()
+        per_player = interval_table(part, ["method", "player"], value="shapley")
+        per_player = per_player.merge(
+            part.groupby(["method", "player"], as_index=False).agg(
+                stderr=("stderr", "max"), layer=("layer", "first")
+            )
         )
+        across = per_player.n > 1
+        per_player["shapley"] = per_player.value
+        per_player["stderr"] = per_player.stderr.where(~across, per_player.high - per_player.value)
         players = list(dict.fromkeys(part.sort_values(["layer", "player"]).player))
         methods = _ordered(per_player.method.unique())
         width = 0.8 / len(methods)
@@ -306,7 +317,7 @@ def plot_shapley(table: pd.DataFrame, output) -> None:
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xlabel("layer" if part.module.eq("all").all() else "layer:module")
         ax.set_ylabel(f"Shapley value (valid {part.value.iloc[0]})")
-        ax.set_title(task)
+        ax.set_title(f"{task}, {counted(part.seed.nunique(), 'seed')}")
     _figure_legend(fig, _method_handles(table.method.unique(), linewidth=6))
     _save(fig, output)
 
@@ -332,11 +343,11 @@ STRUCTURED_ORDER = [
 
 def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
     """Rows: tasks. Columns: layers removed by rank, magnitude sparsity, structured schemes.
-    The test metric (mean over seeds) against the amount pruned, LoRA beside CopRA."""
+    The test metric (mean over seeds, with its t-interval as a band or bar where there are
+    several) against the amount pruned, LoRA beside CopRA."""
     table = table[(table.split == split) & (table.metric != "loss")]
-    table = table.groupby(
-        ["task", "method", "scheme", "amount", "metric"], as_index=False
-    ).value.mean()
+    seeds = counted(table.seed.nunique(), "seed")
+    table = interval_table(table, ["task", "method", "scheme", "amount", "metric"])
     tasks = sorted(table.task.unique())
     fig, axes = plt.subplots(
         len(tasks), 3, figsize=(13, 3.2 * len(tasks)), squeeze=False, sharey="row"
@@ -347,24 +358,26 @@ def plot_pruning(table: pd.DataFrame, output, split: str = "test") -> None:
         for method in _ordered(part.method.unique()):
             runs = part[part.method == method]
             colour = method_colour(method)
-            base = runs[runs.scheme == "none"].value.iloc[0]
             for column, styles in ((0, RANKED_STYLES), (1, MAGNITUDE_STYLES)):
                 for scheme, style in styles.items():
                     line = runs[runs.scheme == scheme].sort_values("amount")
-                    if len(line):
-                        amounts = [0.0, *line.amount] if column == 0 else list(line.amount)
-                        values = [base, *line.value] if column == 0 else list(line.value)
-                        axes[row][column].plot(amounts, values, style, color=colour, marker=".")
+                    if column == 0 and len(line):  # nothing removed: the unpruned run
+                        line = pd.concat([runs[runs.scheme == "none"], line])
+                    ax = axes[row][column]
+                    ax.plot(line.amount, line.value, style, color=colour, marker=".")
+                    ax.fill_between(line.amount, line.low, line.high, color=colour, alpha=0.1)
             shapes = runs[~runs.scheme.isin([*RANKED_STYLES, *MAGNITUDE_STYLES])].set_index(
                 "scheme"
             )
             order = [s for s in STRUCTURED_ORDER if s in shapes.index]
-            axes[row][2].plot(order, shapes.value[order], "o", color=colour)
+            shapes = shapes.loc[order]
+            bars = [(shapes.value - shapes.low).fillna(0), (shapes.high - shapes.value).fillna(0)]
+            axes[row][2].errorbar(order, shapes.value, yerr=bars, fmt="o", color=colour, capsize=2)
         axes[row][0].set_xlabel("fraction of layers removed (lowest first)")
         axes[row][1].set_xlabel("sparsity")
         axes[row][2].tick_params(axis="x", rotation=90)
         for column, title in enumerate(("layer removal", "magnitude pruning", "structured")):
-            axes[row][column].set_title(f"{task}: {title}", fontsize=10)
+            axes[row][column].set_title(f"{task}: {title}, {seeds}", fontsize=10)
         axes[row][0].set_ylabel(f"{split} {metric}")
     styles = [
         Line2D([], [], color="grey", linestyle=style, label=label)

@@ -346,6 +346,7 @@ class PredictSettings:
 @settings("demo")
 class DemoSettings:
     sequences: int
+    adapter_sequences: int
     complexes: int
     seed: int
 

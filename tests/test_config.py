@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 
 import pytest
 import yaml
@@ -40,6 +41,20 @@ def test_misspelled_key_is_named_with_a_suggestion(bad, named, suggested):
     with pytest.raises(InputError, match=re.escape(f"'{named}'")) as error:
         config.check_keys(bad)
     assert f"did you mean '{suggested}'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("own", "message"),
+    [
+        ({"max_epoch": 8}, "'tasks.t.finetune.max_epoch' is not known; did you mean"),
+        ({"max_epochs": 0}, "config key 'tasks.t.finetune.max_epochs': 0 is less than"),
+    ],
+)
+def test_a_tasks_own_finetune_values_are_checked(own, message):
+    tree = {"finetune": {"max_epochs": 2}, "tasks": {"t": {"kind": "x", "finetune": own}}}
+    with pytest.raises(InputError, match=re.escape(message)):
+        config.check_task_finetune(tree)
+    config.check_task_finetune({"tasks": {"t": {"finetune": {"max_epochs": 8}}}})
 
 
 def test_pipeline_refuses_a_misspelled_key(tmp_path):
@@ -117,6 +132,12 @@ def test_rules_pass_their_config_sections_in_one_hop(tmp_path):
     finetune = [c for c in commands if " finetune --method copra " in c]
     assert finetune and all('"lora": {"alpha": 32.0' in c and '"rank": 4' in c for c in finetune)
     assert all('"layer_drop": {' in c and '"finetune": {' in c for c in finetune)
+    # a task's own finetune values (the demo's localization) in its runs' finetune section
+    words = [shlex.split(c) for c in finetune]
+    epochs = {w[w.index("--task") + 1]: json.loads(w[w.index("--config-json") + 1]) for w in words}
+    assert epochs["localization"]["finetune"]["max_epochs"] == 8
+    assert epochs["membrane"]["finetune"]["max_epochs"] == 2
+    assert "finetune" not in epochs["localization"]["tasks"]["localization"]
     flags = re.compile(r"--(lora|layer-drop|head)-[a-z-]+|--learning-rate|--alphas|--schemes")
     assert [c for c in commands if flags.search(c)] == []
 

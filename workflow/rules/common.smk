@@ -17,6 +17,7 @@ from copra.continual import SequenceSpec, check_continual, learners  # noqa: E40
 from copra.config import (  # noqa: E402
     check_analysis_methods,
     check_keys,
+    check_task_finetune,
     exit_on_input_error,
     schema_node,
 )
@@ -50,6 +51,7 @@ def config_of_this_run():
 config_of_this_run()
 exit_on_input_error(check_keys, config)
 exit_on_input_error(check_analysis_methods, config)
+exit_on_input_error(check_task_finetune, config)
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 
 TASKS = sorted(config["tasks"])
@@ -105,11 +107,20 @@ def quoted(*words):
 
 def config_tree(keys, name=None):
     """The config `keys` (sections or top-level keys), with task `name`'s entry (less the
-    methods it trains with: adding one reruns none of the others)."""
+    methods it trains with: adding one reruns none of the others) and its own `finetune:`
+    values in the finetune section."""
     tree = {key: config[key] for key in keys}
     if name is not None:
-        tree["tasks"] = {name: without_methods(config["tasks"][name])}
+        entry = config["tasks"][name]
+        tree["tasks"] = {name: task_entry(entry)}
+        if "finetune" in tree:
+            tree["finetune"] = {**tree["finetune"], **entry.get("finetune", {})}
     return tree
+
+
+def task_entry(entry):
+    """A task's entry less what config_tree places elsewhere (methods, finetune)."""
+    return {k: v for k, v in entry.items() if k not in ("methods", "finetune")}
 
 
 def without_methods(entry):
@@ -430,7 +441,7 @@ def continual_config(wildcards):
         "sequences": {spec.name: without_methods(CONTINUAL["sequences"][spec.name])},
     }
     tree["tasks"] = {
-        name: without_methods(config["tasks"][name]) for name in spec.task_names
+        name: task_entry(config["tasks"][name]) for name in spec.task_names
     }
     return json.dumps(tree, sort_keys=True)
 
