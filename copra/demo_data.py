@@ -164,8 +164,9 @@ def sequence_tasks(rng, n: int, folder: Path) -> None:
 
 
 def pair_task(rng, n: int, folder: Path) -> None:
-    """partners.fasta and interactions.tsv: a pair interacts when both partners are sticky."""
-    sticky = rng.random(n) < 0.5
+    """partners.fasta and interactions.tsv: a pair interacts when both partners are sticky
+    (about half of the pairs; splits drawn within each label)."""
+    sticky = rng.random(n) < 0.7
     records = [
         (f"partner_{i:04d}", _protein(rng, int(rng.integers(30, 80)), STICKY if s else "AG", 0.15))
         for i, s in enumerate(sticky)
@@ -181,7 +182,7 @@ def pair_task(rng, n: int, folder: Path) -> None:
             "id_a": [records[i][0] for i in a],
             "id_b": [records[i][0] for i in b],
             "label": label.astype(int),
-            "split": _splits(rng, a.size),
+            "split": _stratified_splits(rng, label),
         }
     )
     # A pair drawn twice (in either order) is kept once: with the label noise, a repeat could

@@ -296,16 +296,25 @@ def run_record(manifest: dict) -> dict:
         "backbone": model.get("name"),
         "weights": model.get("weights"),
         "seeds": manifest.get("seeds"),
-        "max_epochs": (config.get("finetune") or {}).get("max_epochs"),
+        "max_epochs": max_epochs(config),
         "tasks": {name: entry.get("kind") for name, entry in (config.get("tasks") or {}).items()},
     }
+
+
+def max_epochs(config: dict):
+    """The most epochs any run may train: `finetune.max_epochs` or a task's own value."""
+    own = [
+        (e.get("finetune") or {}).get("max_epochs") for e in (config.get("tasks") or {}).values()
+    ]
+    values = [v for v in [(config.get("finetune") or {}).get("max_epochs"), *own] if v is not None]
+    return max(values, default=None)
 
 
 def _run_title(record: dict) -> str:
     seeds = record["seeds"] or []
     return (
         f"this run: {record['backbone']} ({record['weights']} weights), "
-        f"{record['max_epochs']} epochs, seeds {', '.join(map(str, seeds))}"
+        f"up to {record['max_epochs']} epochs, seeds {', '.join(map(str, seeds))}"
     )
 
 

@@ -135,7 +135,9 @@ def sources(tables, tmp_path) -> dict:
     config = {
         "model": {"name": "esm2_t6_8M_UR50D", "weights": "random"},
         "finetune": {"max_epochs": 2},
-        "tasks": {task: {"kind": kind} for task, (kind, _) in TASKS.items()},
+        "tasks": {
+            task: {"kind": kind, "finetune": {"max_epochs": 8}} for task, (kind, _) in TASKS.items()
+        },
     }
     paths["metrics_manifest"].write_text(json.dumps({"config": config, "seeds": list(SEEDS)}))
     return paths
@@ -253,11 +255,9 @@ def test_the_command_writes_every_layout_and_its_provenance(sources, tmp_path, c
         assert len(pd.read_csv(out / f"{name}.tsv", sep="\t")) > 0, name
         check_figure(out / f"{name}.png")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["run"]["backbone"] == "esm2_t6_8M_UR50D" and manifest["run"]["seeds"] == [
-        0,
-        1,
-        2,
-    ]
+    run = manifest["run"]
+    assert run["backbone"] == "esm2_t6_8M_UR50D" and run["seeds"] == [0, 1, 2]
+    assert run["max_epochs"] == 8  # the tasks' own finetune values above finetune's 2
     assert str(sources["merging"]) in manifest["inputs"]
     assert all(entry["ran"] for entry in manifest["layouts"].values())
 

@@ -129,7 +129,7 @@ def test_demo_records_provenance(demo_run):
     manifest = json.loads((demo_run / "results" / "metrics.manifest.json").read_text())
     assert manifest["versions"]["torch"].startswith("2.13.0")
     assert manifest["config"]["model"]["weights"] == "random"
-    assert manifest["seeds"] == [0]
+    assert manifest["seeds"] == [0, 1, 2]  # seeds: [0], and the adapter analyses' 1 and 2
     assert all(len(digest) == 64 for digest in manifest["inputs"].values())
     run = json.loads((demo_run / "results/interaction/head/seed0/manifest.json").read_text())
     assert run["seed"] == 0 and run["trainable_parameters"] > 0
