@@ -136,7 +136,7 @@ def test_rules_pass_their_config_sections_in_one_hop(tmp_path):
     words = [shlex.split(c) for c in finetune]
     epochs = {w[w.index("--task") + 1]: json.loads(w[w.index("--config-json") + 1]) for w in words}
     assert epochs["localization"]["finetune"]["max_epochs"] == 8
-    assert epochs["membrane"]["finetune"]["max_epochs"] == 2
+    assert epochs["interaction"]["finetune"]["max_epochs"] == 2
     assert "finetune" not in epochs["localization"]["tasks"]["localization"]
     flags = re.compile(r"--(lora|layer-drop|head)-[a-z-]+|--learning-rate|--alphas|--schemes")
     assert [c for c in commands if flags.search(c)] == []
