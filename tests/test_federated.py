@@ -362,7 +362,8 @@ def test_table_has_every_round_and_is_reproducible(
     assert (loss.loc[2] != loss.loc[0]).all()
 
     manifest = json.loads((tmp_path / "a.manifest.json").read_text())
-    assert sum(manifest["partition_sizes"]) == 32 and min(manifest["partition_sizes"]) >= 1
+    train = (pd.read_csv(tasks[name][1], sep="\t").split == "train").sum()
+    assert sum(manifest["partition_sizes"]) == train and min(manifest["partition_sizes"]) >= 1
     assert manifest["client_seeds"] == [3, 1003] and manifest["aggregations"] == aggregations
     # The method's own settings sections only: layer dropping for copra alone.
     assert manifest["lora"]["rank"] == LoraSettings().rank

@@ -201,9 +201,10 @@ def test_other_adapters_and_truncation(lora_runs, tmp_path):
     assert np.allclose(predicted("self", "--adapter", tmp_path / "self"), own, atol=1e-5)
     assert not np.allclose(predicted("seeds", "--adapter", tmp_path / "seeds"), own, atol=1e-4)
     # Longer than the run's max_residues (40): truncated, as in its evaluation
-    record = next(r for r in read_fasta(tmp_path / "inputs.fasta") if len(r.sequence) > 45)
+    record = next(iter(read_fasta(tmp_path / "inputs.fasta")))
+    long = record.sequence * 3  # the demo's proteins are 28 to 36 residues
     fasta = tmp_path / "long.fasta"
-    fasta.write_text(f">whole\n{record.sequence}\n>first40\n{record.sequence[:40]}\n")
+    fasta.write_text(f">whole\n{long}\n>first40\n{long[:40]}\n")
     out = tmp_path / "long.tsv"
     assert predict("predict", "--run", seed0, "--sequences", fasta, "--output", out) == 0
     assert pd.read_csv(out, sep="\t").prediction.nunique() == 1
