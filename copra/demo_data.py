@@ -20,6 +20,7 @@ from copra.atomic import atomic_path, write_table
 from copra.sequences import read_fasta, write_fasta
 
 BACKGROUND = "ACDEFGHIKLMNPQRSTVWY"
+LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}  # composition
 # The class of a localization protein is which marker forms a run; stability counts the runs.
 RUN_MARKERS = {"cytoplasm": "K", "membrane": "W", "secreted": "E"}
 RUN_COPIES = 4
@@ -163,6 +164,41 @@ def sequence_tasks(rng, n: int, folder: Path) -> None:
     )
 
 
+def composition_tasks(rng, n: int, folder: Path) -> None:
+    """The files of sequence_tasks with composition signals instead: n proteins of 30 to 79
+    residues, the class in enriched residues, stability in the share of aromatic ones (small
+    and quick to learn: the unit tests' tasks)."""
+    classes = rng.choice(list(LOCALIZATION), size=n)
+    stickiness = rng.uniform(0.0, 0.3, size=n)
+    records, stability = [], []
+    for i, label in enumerate(classes):
+        sequence = _protein(rng, int(rng.integers(30, 80)), LOCALIZATION[label], 0.2)
+        # Stability: share of aromatic residues planted at a per-protein rate, plus noise.
+        sequence = "".join(
+            rng.choice(list("WYF")) if rng.random() < stickiness[i] else residue
+            for residue in sequence
+        )
+        records.append((f"demo:prot/{i:04d}", sequence))
+        aromatic = sum(sequence.count(r) for r in "WYF") / len(sequence)
+        stability.append(round(10 * aromatic + rng.normal(0, 0.2), 4))
+    # The same sequence under a second id: embedded once, reported under both.
+    records.append((f"demo:prot/{n:04d}", records[0][1]))
+    classes = np.append(classes, classes[0])
+    stability.append(stability[0])
+    ids = [name for name, _ in records]
+    write_fasta(folder / "proteins.fasta", records)
+    splits = _splits(rng, len(ids))
+    write_table(
+        folder / "localization.tsv", pd.DataFrame({"id": ids, "label": classes, "split": splits})
+    )
+    membrane = pd.DataFrame({"protein": ids, "is_membrane": (classes == "membrane").astype(int)})
+    with atomic_path(folder / "membrane.csv") as tmp:
+        membrane.to_csv(tmp, index=False)
+    write_table(
+        folder / "stability.tsv", pd.DataFrame({"id": ids, "label": stability, "split": splits})
+    )
+
+
 def pair_task(rng, n: int, folder: Path) -> None:
     """partners.fasta and interactions.tsv: a pair interacts when both partners are sticky
     (about half of the pairs; splits drawn within each label)."""
@@ -275,10 +311,15 @@ def write_demo_data(
     folder, n_sequences: int, seed: int, n_complexes: int = 40, n_adapter: int | None = None
 ) -> list[Path]:
     """Write the demo's FASTA, label and structure files into `folder`; same seed, same bytes.
-    `n_adapter` proteins (default `n_sequences`) in each of localization and stability."""
+    `n_adapter` proteins in each of localization and stability, labelled by residue order
+    (sequence_tasks); None: `n_sequences` proteins with composition signals instead
+    (composition_tasks, the unit tests' small tasks)."""
     folder = Path(folder)
     rng = np.random.default_rng(seed)
-    sequence_tasks(rng, n_adapter or n_sequences, folder)
+    if n_adapter is None:
+        composition_tasks(rng, n_sequences, folder)
+    else:
+        sequence_tasks(rng, n_adapter, folder)
     pair_task(rng, n_sequences // 2, folder)
     new_proteins(rng, max(n_sequences // 10, 2), folder)
     continual_tasks(rng, n_sequences, folder)
