@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, snakemake
-from snakemake.utils import update_config
 from test_real_data import gb1_subset, yeast_subset
 
 from copra.config import read_config_file, schema
@@ -24,11 +23,20 @@ PAPERS = {  # config: the paper layout it fills
 }
 
 
+def update(tree: dict, later: dict) -> None:
+    """`later` into `tree` key by key, as Snakemake's update_config merges config files."""
+    for key, value in later.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            update(tree[key], value)
+        else:
+            tree[key] = value
+
+
 def merged(*paths) -> dict:
     """The config files merged as the pipeline merges them: later files key by key."""
     tree = {}
     for path in paths:
-        update_config(tree, copy.deepcopy(read_config_file(path)))
+        update(tree, copy.deepcopy(read_config_file(path)))
     return tree
 
 
