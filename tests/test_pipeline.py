@@ -160,9 +160,9 @@ def test_report_is_written_as_html_and_zip(demo_run):
         names = archive.namelist()
         assert "report/report.html" in names, names[:20]
         figures = [name for name in names if name.endswith(".png")]
-        # every figure of the report (32 in the demo) as a file of the archive
+        # every figure of the report (36 in the demo, the 4 paper layouts among them) as a file
         assert any(name.endswith("/design.png") for name in figures), figures
-        assert len(figures) == 32, figures
+        assert len(figures) == 36, figures
         for name in figures:
             assert archive.read(name).startswith(b"\x89PNG"), name
 
