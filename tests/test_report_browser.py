@@ -124,13 +124,13 @@ FIGURES = {
     "Design": ["design.png"],
     "Shapley": ["shapley.png"],
     "Pruning": ["pruning.png"],
-    "Structures": ["complexes.png"],
     "Papers": [
         "copra_affinity.png",
         "copra_lmc.png",
         "copra_table_r3.png",
         "peft_parameters.png",
     ],
+    "Structures": ["complexes.png"],  # opened last: the screenshot's figure
 }
 
 
