@@ -55,8 +55,9 @@ def test_every_schema_key_is_read_by_a_step():
             unread.append(section)
     assert sorted(set(unread) - SNAKEMAKE_ONLY) == []
     entry = config.schema_node("tasks.<name>")["properties"]
-    # a task's `methods:` is the Snakefile's (task_methods in workflow/rules/common.smk)
-    assert set(s.TaskSettings.config_keys) == set(entry) - {"methods"}
+    # methods and finetune are the Snakefile's: what the task trains, and its own values of the
+    # finetune section (workflow/rules/common.smk: config_tree)
+    assert set(s.TaskSettings.config_keys) == set(entry) - {"methods", "finetune"}
 
 
 def test_a_config_value_overrides_the_default_and_a_flag_overrides_both():
