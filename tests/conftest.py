@@ -40,6 +40,16 @@ def _head_only() -> tuple[str, ...]:
 
 
 HEAD_ONLY = _head_only()
+# The ways of using an adapter that the comparison and CopRA's Table r3 report, in their order.
+R3_QUANTITIES = [
+    "single task",
+    "merged seeds 1:1 (exact)",
+    "merged seeds 1:1 (linear)",
+    "merged tasks (exact)",
+    "merged tasks (linear)",
+    "pruned every other layer",
+    "pruned magnitude_dw 50%",
+]
 
 
 def snakemake(workdir, *args, check=True) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import jsonschema
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, snakemake
+from conftest import R3_QUANTITIES, REPO, snakemake
 from test_real_data import gb1_subset, yeast_subset
 
 from copra.config import read_config_file, schema
@@ -158,15 +158,7 @@ def layout_rows(name, table: pd.DataFrame) -> None:
     methods = set(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["methods"])
     assert set(table.method) == methods
     if name == "copra_table_r3":
-        quantities = {
-            "single task",
-            "merged seeds 1:1 (exact)",
-            "merged seeds 1:1 (linear)",
-            "merged tasks (exact)",
-            "merged tasks (linear)",
-            "pruned every other layer",
-            "pruned magnitude_dw 50%",
-        }
+        quantities = set(R3_QUANTITIES)
         assert set(table.task) == {"ppi_yeast", "gb1"}
         for _, part in table.groupby(["task", "method"]):
             assert set(part.quantity) == quantities

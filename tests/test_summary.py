@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import R3_QUANTITIES
 
 from copra.summary import best_methods, comparison, run_summary
 
@@ -96,15 +97,7 @@ def test_lora_beside_copra_alone_merged_and_pruned():
         columns=["task", "method", "seed", "scheme", "amount", "split", "metric", "value"],
     )
     table = comparison(metrics, merging, pruning).set_index("quantity")
-    assert table.index.tolist() == [
-        "single task",
-        "merged seeds 1:1 (exact)",
-        "merged seeds 1:1 (linear)",
-        "merged tasks (exact)",
-        "merged tasks (linear)",
-        "pruned every other layer",
-        "pruned magnitude_dw 50%",
-    ]
+    assert table.index.tolist() == R3_QUANTITIES
     assert table.lora["single task"] == pytest.approx(0.72)
     assert table.copra["merged tasks (exact)"] == pytest.approx(0.7)
     assert table.copra["pruned magnitude_dw 50%"] == pytest.approx(0.65)  # mean over seeds
