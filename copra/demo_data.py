@@ -146,22 +146,28 @@ def sequence_tasks(rng, n: int, folder: Path) -> None:
     # The same sequence under a second id: embedded once, reported under both.
     records.append((f"demo:prot/{2 * n:04d}", records[0][1]))
     classes = np.append(classes, classes[0])
-    write_fasta(folder / "proteins.fasta", records)
     ids = [name for name, _ in records]
-    class_ids = ids[:n] + ids[2 * n :]
-    write_table(
-        folder / "localization.tsv",
-        pd.DataFrame({"id": class_ids, "label": classes, "split": _splits(rng, n + 1)}),
+    localization = pd.DataFrame(
+        {"id": ids[:n] + ids[2 * n :], "label": classes, "split": _splits(rng, n + 1)}
     )
+    stability = pd.DataFrame({"id": ids[n : 2 * n], "label": stability, "split": _splits(rng, n)})
+    _write_sequence_files(folder, records, localization, stability)
+
+
+def _write_sequence_files(folder: Path, records, localization, stability) -> None:
+    """proteins.fasta, localization.tsv, membrane.csv (is_membrane of localization's proteins,
+    own column names) and stability.tsv."""
+    write_fasta(folder / "proteins.fasta", records)
+    write_table(folder / "localization.tsv", localization)
     membrane = pd.DataFrame(
-        {"protein": class_ids, "is_membrane": (classes == "membrane").astype(int)}
+        {
+            "protein": localization.id,
+            "is_membrane": (localization.label == "membrane").astype(int),
+        }
     )
     with atomic_path(folder / "membrane.csv") as tmp:
         membrane.to_csv(tmp, index=False)
-    write_table(
-        folder / "stability.tsv",
-        pd.DataFrame({"id": ids[n : 2 * n], "label": stability, "split": _splits(rng, n)}),
-    )
+    write_table(folder / "stability.tsv", stability)
 
 
 def composition_tasks(rng, n: int, folder: Path) -> None:
@@ -186,16 +192,12 @@ def composition_tasks(rng, n: int, folder: Path) -> None:
     classes = np.append(classes, classes[0])
     stability.append(stability[0])
     ids = [name for name, _ in records]
-    write_fasta(folder / "proteins.fasta", records)
     splits = _splits(rng, len(ids))
-    write_table(
-        folder / "localization.tsv", pd.DataFrame({"id": ids, "label": classes, "split": splits})
-    )
-    membrane = pd.DataFrame({"protein": ids, "is_membrane": (classes == "membrane").astype(int)})
-    with atomic_path(folder / "membrane.csv") as tmp:
-        membrane.to_csv(tmp, index=False)
-    write_table(
-        folder / "stability.tsv", pd.DataFrame({"id": ids, "label": stability, "split": splits})
+    _write_sequence_files(
+        folder,
+        records,
+        pd.DataFrame({"id": ids, "label": classes, "split": splits}),
+        pd.DataFrame({"id": ids, "label": stability, "split": splits}),
     )
 
 
