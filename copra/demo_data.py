@@ -24,7 +24,7 @@ LOCALIZATION = {"cytoplasm": "KEDR", "membrane": "LIVFA", "secreted": "CGSN"}  #
 # The class of a localization protein is which marker forms a run; stability counts the runs.
 RUN_MARKERS = {"cytoplasm": "K", "membrane": "W", "secreted": "E"}
 RUN_COPIES = 4
-RUN_LENGTHS = (28, 36)  # inclusive; lengths vary, so that counts are not fixed fractions
+RUN_LENGTHS = (20, 26)  # inclusive; lengths vary, so that counts are not fixed fractions
 STICKY = "WYC"
 # Continual learning: six classes learned two at a time, and two organisms in turn.
 COMPARTMENTS = {
@@ -85,36 +85,49 @@ def _run_protein(rng, length: int, runs: str, scattered: str) -> str:
     """M, then RUN_COPIES copies of each residue of `runs` as one contiguous block and of each of
     `scattered` at separate positions (none beside its own kind); the rest background residues
     (no marker, no M), never equal to a neighbour: the planted runs are the only repeats."""
+    chars = None
+    while chars is None:  # a short protein can leave no room for the last marker: start over
+        chars = _placed_markers(rng, length, runs, scattered)
     background = [r for r in BACKGROUND if r not in "M" + "".join(RUN_MARKERS.values())]
-    chars: list[str | None] = [None] * length
-    chars[0] = "M"
-    for residue in runs:  # a free block with a free residue on either side
-        while True:
-            start = int(rng.integers(1, length - RUN_COPIES + 1))
-            span = range(max(1, start - 1), min(length, start + RUN_COPIES + 1))
-            if all(chars[i] is None for i in span):
-                chars[start : start + RUN_COPIES] = [residue] * RUN_COPIES
-                break
-    for residue in scattered:
-        while True:
-            free = [
-                i
-                for i in range(1, length)
-                if chars[i] is None
-                and chars[i - 1] != residue
-                and (i + 1 == length or chars[i + 1] != residue)
-            ]
-            positions = np.sort(rng.choice(free, size=RUN_COPIES, replace=False))
-            if (np.diff(positions) > 1).all():
-                for i in positions:
-                    chars[i] = residue
-                break
     for i in range(length):
         while chars[i] is None:
             residue = background[int(rng.integers(len(background)))]
             if chars[i - 1] != residue and (i + 1 == length or chars[i + 1] != residue):
                 chars[i] = residue
     return "".join(chars)
+
+
+def _placed_markers(rng, length: int, runs: str, scattered: str, tries: int = 50):
+    """M and the markers of _run_protein at random positions (None where positions are unset),
+    or None when `tries` draws found no room for one of them."""
+    chars: list[str | None] = [None] * length
+    chars[0] = "M"
+    for residue in runs:  # a free block with a free residue on either side
+        for _ in range(tries):
+            start = int(rng.integers(1, length - RUN_COPIES + 1))
+            span = range(max(1, start - 1), min(length, start + RUN_COPIES + 1))
+            if all(chars[i] is None for i in span):
+                chars[start : start + RUN_COPIES] = [residue] * RUN_COPIES
+                break
+        else:
+            return None
+    for residue in scattered:
+        free = [
+            i
+            for i in range(1, length)
+            if chars[i] is None
+            and chars[i - 1] != residue
+            and (i + 1 == length or chars[i + 1] != residue)
+        ]
+        for _ in range(tries if len(free) >= RUN_COPIES else 0):
+            positions = np.sort(rng.choice(free, size=RUN_COPIES, replace=False))
+            if (np.diff(positions) > 1).all():
+                for i in positions:
+                    chars[i] = residue
+                break
+        else:
+            return None
+    return chars
 
 
 def _run_length(rng) -> int:
