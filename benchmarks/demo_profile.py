@@ -3,10 +3,10 @@
     python benchmarks/demo_profile.py [LOG]
 
 LOG defaults to the newest `.snakemake/log/*.snakemake.log` of the current folder that ran jobs
-(a report's log runs none). A job's time
-runs from the timestamp above its `rule` (or `localrule`) entry to the one above its
-`Finished jobid` line, so jobs that ran side by side each count in full: the total is job time,
-about twice the wall time on 2 cores. Prints rule, jobs, total and mean seconds, longest first.
+(a report's log runs none). A job's time runs from the timestamp above its `rule` (or
+`localrule`) entry to the one above its `Finished jobid` line, so jobs that ran side by side each
+count in full: the total is job time, about twice the wall time on 2 cores. Prints rule, jobs,
+total and mean seconds, longest first.
 """
 
 import re
@@ -55,7 +55,7 @@ def main() -> None:
         mean = sum(seconds) / len(seconds)
         print(f"{name:28s} {len(seconds):5d} {sum(seconds):8.0f} {mean:7.1f}")
     jobs = [s for seconds in times.values() for s in seconds]
-    print(f"{'all':28s} {len(jobs):5d} {sum(jobs):8.0f}")
+    print(f"{'(total)':28s} {len(jobs):5d} {sum(jobs):8.0f}")  # a rule may be called all
 
 
 if __name__ == "__main__":

@@ -92,9 +92,14 @@ def _run_protein(rng, length: int, runs: str, scattered: str) -> str:
     for i in range(length):
         while chars[i] is None:
             residue = background[int(rng.integers(len(background)))]
-            if chars[i - 1] != residue and (i + 1 == length or chars[i + 1] != residue):
+            if _apart(chars, i, residue):
                 chars[i] = residue
     return "".join(chars)
+
+
+def _apart(chars: list, i: int, residue: str) -> bool:
+    """True when `residue` at position i stands beside no residue of its own kind."""
+    return chars[i - 1] != residue and (i + 1 == len(chars) or chars[i + 1] != residue)
 
 
 def _placed_markers(rng, length: int, runs: str, scattered: str, tries: int = 50):
@@ -112,14 +117,10 @@ def _placed_markers(rng, length: int, runs: str, scattered: str, tries: int = 50
         else:
             return None
     for residue in scattered:
-        free = [
-            i
-            for i in range(1, length)
-            if chars[i] is None
-            and chars[i - 1] != residue
-            and (i + 1 == length or chars[i + 1] != residue)
-        ]
-        for _ in range(tries if len(free) >= RUN_COPIES else 0):
+        free = [i for i in range(1, length) if chars[i] is None and _apart(chars, i, residue)]
+        if len(free) < RUN_COPIES:
+            return None
+        for _ in range(tries):
             positions = np.sort(rng.choice(free, size=RUN_COPIES, replace=False))
             if (np.diff(positions) > 1).all():
                 for i in positions:

@@ -338,3 +338,22 @@ def test_demo_paper_layouts_carry_intervals_across_seeds(demo_run):
     assert set(affinity.task) == {"rna_affinity"} and set(affinity.metric) >= {"pearson", "mae"}
     for layout in ("copra_table_r3", "copra_lmc", "peft_parameters", "copra_affinity"):
         check_figure(papers / f"{layout}.png")
+
+
+def test_demo_profile_counts_every_job_of_the_run(demo_run):
+    """benchmarks/demo_profile.py on the demo's own Snakemake log: every job once, by rule."""
+    import re
+    import subprocess
+    import sys
+
+    log = sorted((demo_run / ".snakemake" / "log").glob("*.snakemake.log"))[0]  # the first run
+    steps = int(re.findall(r"(\d+) of \1 steps \(100%\) done", log.read_text())[-1])
+    printed = subprocess.run(
+        [sys.executable, REPO / "benchmarks" / "demo_profile.py", log],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in printed[2:]}
+    assert int(rows.pop("(total)")[0]) == steps == sum(int(jobs) for jobs, *_ in rows.values())
+    assert int(rows["finetune_adapter"][0]) > 0 and float(rows["finetune_adapter"][1]) > 0

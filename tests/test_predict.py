@@ -202,7 +202,7 @@ def test_other_adapters_and_truncation(lora_runs, tmp_path):
     assert not np.allclose(predicted("seeds", "--adapter", tmp_path / "seeds"), own, atol=1e-4)
     # Longer than the run's max_residues (40): truncated, as in its evaluation
     record = next(iter(read_fasta(tmp_path / "inputs.fasta")))
-    long = record.sequence * 3  # the demo's proteins are 20 to 26 residues
+    long = record.sequence * 3  # the small task's proteins are 30 to 79 residues
     fasta = tmp_path / "long.fasta"
     fasta.write_text(f">whole\n{long}\n>first40\n{long[:40]}\n")
     out = tmp_path / "long.tsv"
